@@ -1,0 +1,266 @@
+"""MNIST as a LightningDataModule: download, a seeded train/val split, and fast loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torchvision import datasets, transforms
+from torchvision.datasets.mnist import read_image_file, read_label_file
+
+from mnist_lightning.errors import UserError
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+TRAIN_SIZE = 60_000
+RAW_FILES = {
+    True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def raw_folder(data_dir: str | os.PathLike) -> Path:
+    """Where torchvision keeps (and looks for) the four raw MNIST files under ``data_dir``."""
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def missing_files_message(data_dir: str | os.PathLike, reason: str) -> str:
+    folder = raw_folder(data_dir)
+    names = ", ".join(name for pair in RAW_FILES.values() for name in pair)
+    return (
+        f"MNIST is not available: {reason}. Expected the four raw IDX files ({names}) in "
+        f"'{folder.resolve()}'. Either run once with internet access so torchvision downloads them there, "
+        f"copy or link the files into that folder, or point --data.data_dir at the folder that contains "
+        f"MNIST/raw/ (for example --data.data_dir ../shared/datasets)."
+    )
+
+
+def load_split(data_dir: str | os.PathLike, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read one MNIST split with torchvision's IDX reader: uint8 images (N, 28, 28) and int64 labels (N,).
+
+    Raises UserError naming the file when a file is missing, truncated, corrupt, or does not match its
+    partner.
+    """
+    folder = raw_folder(data_dir)
+    image_name, label_name = RAW_FILES[train]
+    for name in (image_name, label_name):
+        if not (folder / name).is_file():
+            raise UserError(missing_files_message(data_dir, f"'{folder / name}' does not exist"))
+    try:
+        images = read_image_file(str(folder / image_name))
+    except Exception as err:  # torchvision raises RuntimeError, AssertionError or ValueError on bad bytes
+        raise UserError(_corrupt_message(folder / image_name, err)) from None
+    try:
+        labels = read_label_file(str(folder / label_name))
+    except Exception as err:
+        raise UserError(_corrupt_message(folder / label_name, err)) from None
+    if images.shape[1:] != (28, 28):
+        raise UserError(_corrupt_message(folder / image_name, f"images are {tuple(images.shape[1:])}, not 28x28"))
+    if len(images) != len(labels):
+        raise UserError(
+            f"MNIST files do not match: '{folder / image_name}' holds {len(images)} images but "
+            f"'{folder / label_name}' holds {len(labels)} labels. One of them is from another data set or "
+            f"was cut short; delete both and download or copy them again."
+        )
+    if len(labels) and (labels.min() < 0 or labels.max() > 9):
+        raise UserError(_corrupt_message(folder / label_name, "labels outside 0-9"))
+    return images, labels.long()
+
+
+def _corrupt_message(path: Path, err: object) -> str:
+    return (
+        f"'{path}' is not a valid MNIST IDX file ({err}). It may be truncated or corrupt: delete it and "
+        f"download or copy it again (the files must be the uncompressed originals)."
+    )
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 digits (N, 28, 28) -> float32 (N, 1, 28, 28) scaled like ``ToTensor`` + ``Normalize``."""
+    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Batches of indices for one rank; every sample used exactly once per epoch, none padded or dropped.
+
+    Each step takes one global batch of ``batch_size * world_size`` samples and splits it between the
+    ranks, so all ranks take the same number of steps (DDP needs that) and ``batch_size`` is per device.
+    The order is a permutation seeded by ``seed + epoch`` when shuffling: identical on every rank, and
+    replayed exactly when a run resumes at that epoch.
+    """
+
+    def __init__(
+        self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        step = batch_size * world_size
+        self._starts = list(range(0, num_samples, step))
+        if len(self._starts) > 1 and num_samples - self._starts[-1] < world_size:
+            self._starts.pop()  # a tail too small to give every rank a sample joins the previous step
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        ends = self._starts[1:] + [self.num_samples]
+        for start, end in zip(self._starts, ends):
+            yield order[start:end].tensor_split(self.world_size)[self.rank].tolist()
+
+
+class TensorBatchDataset(Dataset):
+    """A whole split held as two tensors; the DataLoader fetches each batch with one indexing operation."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, device=self.labels.device)
+        return self.images[index], self.labels[index]
+
+
+def _keep_batch(batch):
+    """collate_fn for TensorBatchDataset, whose __getitems__ already returns a whole batch."""
+    return batch
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST digits: downloads if needed, splits the 60k training images into train/val by ``seed``.
+
+    Args:
+        data_dir: folder holding ``MNIST/raw/`` (downloaded there when missing).
+        batch_size: samples per step on each device (the global batch is ``batch_size * devices``).
+        val_size: training images held out for validation (the test set is the separate 10k).
+        seed: seed of the train/val split and of the per-epoch shuffling; independent of device count.
+        loader: ``tensor`` keeps each split as one normalized tensor and fetches a batch with one indexing
+            operation; ``torchvision`` is the classic per-sample PIL pipeline, kept for comparison.
+        num_workers: DataLoader worker processes (0 loads in the main process, best for ``tensor``).
+        pin_memory: pin batches in page-locked memory for faster host-to-GPU copies.
+        data_on_device: keep the tensors on the training device (a GPU), so no batch is copied per step.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 64,
+        val_size: int = 5000,
+        seed: int = 42,
+        loader: Literal["tensor", "torchvision"] = "tensor",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        data_on_device: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size must be at least 1, got {batch_size}.")
+        if not 1 <= val_size <= TRAIN_SIZE - 1:
+            raise UserError(f"data.val_size must be between 1 and {TRAIN_SIZE - 1}, got {val_size}.")
+        if num_workers < 0:
+            raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
+        self.save_hyperparameters()
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self.loader = loader
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.data_on_device = data_on_device
+        self.datasets: dict[str, Dataset] = {}
+
+    def prepare_data(self) -> None:
+        """Download MNIST into ``data_dir`` unless the raw files are already there."""
+        folder = raw_folder(self.data_dir)
+        if all((folder / name).is_file() for pair in RAW_FILES.values() for name in pair):
+            return
+        try:
+            datasets.MNIST(self.data_dir, train=True, download=True)
+        except Exception as err:  # URLError, RuntimeError("Error downloading ..."), OSError
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(missing_files_message(self.data_dir, f"downloading failed ({first_line})")) from None
+
+    def setup(self, stage: str) -> None:
+        """Load the splits this stage needs: train/val for fit and validate, test for test and predict."""
+        if stage in ("fit", "validate") and "train" not in self.datasets:
+            train_indices, val_indices = self.split_indices()
+            self.datasets["train"], self.datasets["val"] = self._build(True, train_indices, val_indices)
+        if stage in ("test", "predict") and "test" not in self.datasets:
+            (self.datasets["test"],) = self._build(False, None)
+
+    def split_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train and val indices into the 60k training images, fixed by ``seed`` alone."""
+        order = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.seed))
+        return order[self.val_size :], order[: self.val_size]
+
+    def _build(self, train: bool, *index_sets: torch.Tensor | None) -> list[Dataset]:
+        images, labels = load_split(self.data_dir, train)
+        if self.loader == "torchvision":
+            to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+            full = datasets.MNIST(self.data_dir, train=train, transform=to_tensor)
+            return [full if idx is None else Subset(full, idx.tolist()) for idx in index_sets]
+        inputs = normalize(images)
+        if self.data_on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            inputs, labels = inputs.to(device), labels.to(device)
+        return [
+            TensorBatchDataset(inputs, labels) if idx is None else TensorBatchDataset(inputs[idx], labels[idx])
+            for idx in index_sets
+        ]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        trainer = self.trainer
+        sampler = ShardedBatchSampler(
+            len(dataset),
+            self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=trainer.global_rank if trainer else 0,
+            world_size=trainer.world_size if trainer else 1,
+        )
+        tensors = isinstance(dataset, TensorBatchDataset)
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=_keep_batch if tensors else None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory and not self.data_on_device,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
+        return self._loader("train", shuffle=not overfitting)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
