@@ -206,18 +206,25 @@ class MNISTDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Load the splits this stage needs: train/val for fit and validate, test for test and predict."""
         if stage in ("fit", "validate") and "train" not in self.datasets:
-            train_indices, val_indices = self.split_indices()
-            self.datasets["train"], self.datasets["val"] = self._build(True, train_indices, val_indices)
+            images, labels = load_split(self.data_dir, train=True)
+            if self.val_size >= len(labels):
+                raise UserError(
+                    f"data.val_size ({self.val_size}) must be smaller than the {len(labels)} training images."
+                )
+            train_indices, val_indices = self.split_indices(len(labels))
+            self.datasets["train"], self.datasets["val"] = self._build(True, images, labels, train_indices, val_indices)
         if stage in ("test", "predict") and "test" not in self.datasets:
-            (self.datasets["test"],) = self._build(False, None)
+            images, labels = load_split(self.data_dir, train=False)
+            (self.datasets["test"],) = self._build(False, images, labels, None)
 
-    def split_indices(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train and val indices into the 60k training images, fixed by ``seed`` alone."""
-        order = torch.randperm(TRAIN_SIZE, generator=torch.Generator().manual_seed(self.seed))
+    def split_indices(self, num_images: int = TRAIN_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train and val indices into the training images, fixed by ``seed`` alone (not by the device count)."""
+        order = torch.randperm(num_images, generator=torch.Generator().manual_seed(self.seed))
         return order[self.val_size :], order[: self.val_size]
 
-    def _build(self, train: bool, *index_sets: torch.Tensor | None) -> list[Dataset]:
-        images, labels = load_split(self.data_dir, train)
+    def _build(
+        self, train: bool, images: torch.Tensor, labels: torch.Tensor, *index_sets: torch.Tensor | None
+    ) -> list[Dataset]:
         if self.loader == "torchvision":
             to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
             full = datasets.MNIST(self.data_dir, train=train, transform=to_tensor)

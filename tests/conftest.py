@@ -1,0 +1,85 @@
+"""Shared fixtures: tiny MNIST-format IDX files written by the tests, the real data, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA_DIR = Path(os.environ.get("MNIST_DATA_DIR", REPO.parent / "shared" / "datasets"))
+CONFIG = REPO / "configs" / "default.yaml"
+TINY_TRAIN, TINY_TEST = 512, 128
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """Write a uint8 tensor in the IDX format of the original MNIST files (big-endian header, raw bytes)."""
+    array = array.to(torch.uint8).contiguous()
+    header = struct.pack(">HBB", 0, 0x08, array.dim()) + struct.pack(f">{array.dim()}I", *array.shape)
+    path.write_bytes(header + array.numpy().tobytes())
+
+
+def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Learnable fake digits: class k lights a 6x6 patch at a position of its own, on top of noise."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(count) % 10
+    labels = labels[torch.randperm(count, generator=generator)]
+    images = torch.randint(0, 60, (count, 28, 28), generator=generator)
+    for k in range(10):
+        row, col = 3 + 8 * (k // 4), 3 + 8 * (k % 4)
+        images[labels == k, row : row + 6, col : col + 6] = 255
+    return images.to(torch.uint8), labels.to(torch.uint8)
+
+
+def write_mnist(data_dir: Path, train: int = TINY_TRAIN, test: int = TINY_TEST) -> Path:
+    """Write the four raw MNIST files (synthetic content) under ``data_dir/MNIST/raw``; returns data_dir."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
+        images, labels = synthetic_digits(count, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data_dir holding tiny synthetic MNIST files (512 train, 128 test); treat as read-only."""
+    return write_mnist(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The real MNIST raw files beside the project (override with MNIST_DATA_DIR)."""
+    if not (REAL_DATA_DIR / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"real MNIST files not found under {REAL_DATA_DIR}/MNIST/raw; set MNIST_DATA_DIR")
+    return REAL_DATA_DIR
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_lightning ARGS`` as a user would, in ``cwd``; output captured as text."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_lightning", *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# Arguments that make a CLI run tiny: a couple of small batches, no progress bar.
+QUICK = (
+    "--trainer.max_epochs=1",
+    "--trainer.limit_train_batches=4",
+    "--trainer.limit_val_batches=2",
+    "--trainer.enable_progress_bar=false",
+    "--data.batch_size=32",
+    "--data.val_size=64",
+)

@@ -1,0 +1,96 @@
+"""The command line end to end, as a user runs it: subprocesses in a fresh directory."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from conftest import CONFIG, QUICK, run_cli
+
+
+def fit_tiny(tmp_path: Path, tiny_data: Path, *extra: str):
+    result = run_cli("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, *extra, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def best_checkpoint(result) -> Path:
+    match = re.search(r"Best checkpoint: (\S+)", result.stdout)
+    assert match, result.stdout[-2000:]
+    return Path(match.group(1))
+
+
+def test_fit_then_test_writes_checkpoints_config_events_and_metrics(tmp_path, tiny_data):
+    result = fit_tiny(tmp_path, tiny_data)
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    best = tmp_path / best_checkpoint(result)
+    assert best.is_file() and best.parent == run_dir / "checkpoints"
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config.yaml").is_file()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+    tested = run_cli("test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", best, cwd=tmp_path)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    metrics = json.loads((tmp_path / "lightning_logs" / "version_1" / "metrics.json").read_text())
+    assert set(metrics) >= {"test_acc", "test_loss"}
+    assert 0.0 <= metrics["test_acc"] <= 1.0
+
+
+def test_tensorboard_events_hold_epoch_curves(tmp_path, tiny_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    fit_tiny(tmp_path, tiny_data, "--trainer.max_epochs=2")
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_acc_best"} <= tags
+    assert len(events.Scalars("val_acc")) == 2 and len(events.Scalars("train_loss")) == 2
+
+
+def test_print_config_is_valid_yaml_and_saved_config_reruns(tmp_path, tiny_data):
+    printed = run_cli("fit", "--config", CONFIG, "--print_config", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    config = yaml.safe_load(printed.stdout)
+    assert config["model"]["hidden_sizes"] == [128, 64]
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.001
+    assert config["data"]["batch_size"] == 64
+
+    fit_tiny(tmp_path, tiny_data)
+    saved = tmp_path / "lightning_logs" / "version_0" / "config.yaml"
+    rerun = run_cli("fit", "--config", saved, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert (tmp_path / "lightning_logs" / "version_1" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, tiny_data):
+    result = run_cli("test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", "nope.ckpt", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "nope.ckpt" in result.stderr and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_config_key_is_a_clear_error(tmp_path):
+    result = run_cli("fit", "--config", CONFIG, "--model.hiden_sizes=[10]", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "hiden_sizes" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_data_without_network_is_a_clear_error(tmp_path):
+    result = run_cli("fit", "--config", CONFIG, "--data.data_dir=empty", *QUICK, cwd=tmp_path)
+    assert result.returncode != 0
+    assert str((tmp_path / "empty" / "MNIST" / "raw").resolve()) in result.stderr
+    assert "t10k-labels-idx1-ubyte" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_one_epoch_on_real_mnist_reaches_90_percent(tmp_path, real_data):
+    result = run_cli(
+        "fit", "--config", CONFIG, f"--data.data_dir={real_data}", "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    val_acc = float(re.search(r"val_acc=([0-9.]+)\.ckpt", best_checkpoint(result).name).group(1))
+    assert val_acc > 0.9

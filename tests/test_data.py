@@ -1,0 +1,108 @@
+"""The data module: split, determinism, batches, normalization, missing data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TINY_TEST, TINY_TRAIN
+
+from mnist_lightning.data import MNIST_MEAN, MNIST_STD, MNISTDataModule, ShardedBatchSampler
+from mnist_lightning.errors import UserError
+
+
+def make(data_dir, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(data_dir), **{"val_size": 100, "batch_size": 32, **kwargs})
+    dm.prepare_data()
+    dm.setup("fit")
+    dm.setup("test")
+    return dm
+
+
+def labels_of(loader) -> torch.Tensor:
+    return torch.cat([y for _, y in loader])
+
+
+@pytest.mark.parametrize("loader", ["tensor", "torchvision"])
+def test_split_sizes_and_no_overlap(tiny_data, loader):
+    dm = make(tiny_data, loader=loader)
+    assert len(dm.datasets["train"]) == TINY_TRAIN - 100
+    assert len(dm.datasets["val"]) == 100
+    assert len(dm.datasets["test"]) == TINY_TEST
+    train, val = dm.split_indices(TINY_TRAIN)
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(TINY_TRAIN))
+
+
+def test_split_depends_on_seed_only(tiny_data):
+    first, second, other = make(tiny_data, seed=1), make(tiny_data, seed=1), make(tiny_data, seed=2)
+    assert torch.equal(first.split_indices(TINY_TRAIN)[1], second.split_indices(TINY_TRAIN)[1])
+    assert not torch.equal(first.split_indices(TINY_TRAIN)[1], other.split_indices(TINY_TRAIN)[1])
+    assert torch.equal(labels_of(first.val_dataloader()), labels_of(second.val_dataloader()))
+
+
+def test_both_loaders_yield_the_same_normalized_batches(tiny_data):
+    fast, classic = make(tiny_data, loader="tensor"), make(tiny_data, loader="torchvision")
+    for (x_fast, y_fast), (x_classic, y_classic) in zip(fast.val_dataloader(), classic.val_dataloader()):
+        assert x_fast.shape == x_classic.shape == (len(y_fast), 1, 28, 28)
+        assert len(y_fast) in (32, 100 % 32)
+        assert x_fast.dtype == torch.float32 and y_fast.dtype == torch.int64
+        torch.testing.assert_close(x_fast, x_classic)
+        assert torch.equal(y_fast, y_classic)
+
+
+def test_normalization_matches_mnist_statistics(tiny_data):
+    dm = make(tiny_data)
+    x = dm.datasets["test"].images
+    assert x.min().item() == pytest.approx((0 - MNIST_MEAN) / MNIST_STD, abs=1e-5)
+    assert x.max().item() == pytest.approx((1 - MNIST_MEAN) / MNIST_STD, abs=1e-5)
+
+
+def test_train_loader_shuffles_per_epoch_and_val_is_fixed(tiny_data):
+    dm = make(tiny_data)
+    loader = dm.train_dataloader()
+    loader.batch_sampler.set_epoch(0)
+    epoch0 = labels_of(loader)
+    loader.batch_sampler.set_epoch(1)
+    epoch1 = labels_of(loader)
+    assert not torch.equal(epoch0, epoch1)
+    assert torch.equal(epoch0.sort().values, epoch1.sort().values)
+    assert torch.equal(labels_of(dm.val_dataloader()), labels_of(dm.val_dataloader()))
+
+
+@pytest.mark.parametrize("num_samples,batch_size,world_size", [(100, 8, 1), (100, 8, 2), (101, 8, 3), (17, 4, 4)])
+def test_sharded_batches_cover_every_sample_once(num_samples, batch_size, world_size):
+    shards = [
+        list(ShardedBatchSampler(num_samples, batch_size, shuffle=True, seed=3, rank=r, world_size=world_size))
+        for r in range(world_size)
+    ]
+    assert len({len(batches) for batches in shards}) == 1, "every rank must take the same number of steps"
+    seen = sorted(i for batches in shards for batch in batches for i in batch)
+    assert seen == list(range(num_samples))
+    assert all(len(batch) >= 1 for batches in shards for batch in batches)
+
+
+def test_missing_data_without_network_names_folder_and_files(tmp_path, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(UserError) as info:
+        dm.prepare_data()
+    message = str(info.value)
+    assert str((tmp_path / "nowhere" / "MNIST" / "raw").resolve()) in message
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        assert name in message
+    assert "--data.data_dir" in message
+
+
+def test_present_files_need_no_network(tiny_data, monkeypatch):
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise AssertionError("the network must not be touched when the files are present")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    MNISTDataModule(data_dir=str(tiny_data)).prepare_data()

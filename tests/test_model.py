@@ -1,0 +1,53 @@
+"""The network and the LightningModule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mnist_lightning.errors import UserError
+from mnist_lightning.model import MLP, MNISTClassifier
+
+
+def test_mlp_shapes_and_parameter_count():
+    net = MLP()
+    assert net(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+    assert sum(p.numel() for p in net.parameters()) == 784 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+
+
+def test_mlp_hidden_sizes_dropout_and_batch_norm():
+    net = MLP([32, 16, 8], dropout=0.2, batch_norm=True)
+    widths = [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    assert widths == [32, 16, 8, 10]
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 3
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in net.modules()) == 3
+
+
+def test_a_few_steps_overfit_one_batch():
+    torch.manual_seed(0)
+    model = MNISTClassifier()
+    optimizer = model.configure_optimizers()
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    losses = []
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.1 * losses[0]
+
+
+def test_default_optimizer_is_adam_at_1e_3():
+    optimizer = MNISTClassifier().configure_optimizers()
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert optimizer.param_groups[0]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs,fragment",
+    [({"hidden_sizes": []}, "hidden_sizes"), ({"hidden_sizes": [64, 0]}, "hidden_sizes"), ({"dropout": 1.0}, "dropout")],
+)
+def test_invalid_settings_are_rejected(kwargs, fragment):
+    with pytest.raises(UserError, match=fragment):
+        MNISTClassifier(**kwargs)
