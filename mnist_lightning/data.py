@@ -80,8 +80,8 @@ def _corrupt_message(path: Path, err: object) -> str:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 digits (N, 28, 28) -> float32 (N, 1, 28, 28) scaled like ``ToTensor`` + ``Normalize``."""
-    return ((images.float() / 255.0 - MNIST_MEAN) / MNIST_STD).unsqueeze(1)
+    """uint8 digits (N, 28, 28) -> float32 (N, 1, 28, 28), the same operations as ``ToTensor`` + ``Normalize``."""
+    return images.unsqueeze(1).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -126,7 +126,10 @@ class ShardedBatchSampler(Sampler[list[int]]):
 
 
 class TensorBatchDataset(Dataset):
-    """A whole split held as two tensors; the DataLoader fetches each batch with one indexing operation."""
+    """A whole split held as two tensors; the DataLoader fetches each batch with one indexing operation.
+
+    Images stay uint8 (47 MB for all of MNIST instead of 188 MB as float) and are normalized a batch at a time.
+    """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         self.images = images
@@ -136,11 +139,11 @@ class TensorBatchDataset(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[index], self.labels[index]
+        return normalize(self.images[index : index + 1])[0], self.labels[index]
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, device=self.labels.device)
-        return self.images[index], self.labels[index]
+        return normalize(self.images[index]), self.labels[index]
 
 
 def _keep_batch(batch):
@@ -229,12 +232,11 @@ class MNISTDataModule(L.LightningDataModule):
             to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
             full = datasets.MNIST(self.data_dir, train=train, transform=to_tensor)
             return [full if idx is None else Subset(full, idx.tolist()) for idx in index_sets]
-        inputs = normalize(images)
         if self.data_on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
-            inputs, labels = inputs.to(device), labels.to(device)
+            images, labels = images.to(device), labels.to(device)
         return [
-            TensorBatchDataset(inputs, labels) if idx is None else TensorBatchDataset(inputs[idx], labels[idx])
+            TensorBatchDataset(images, labels) if idx is None else TensorBatchDataset(images[idx], labels[idx])
             for idx in index_sets
         ]
 
