@@ -49,6 +49,17 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def _wants_total_steps(scheduler: LRSchedulerCallable) -> bool:
+    """True for a scheduler such as OneCycleLR whose length was left open: it gets the run's total steps."""
+    keywords = getattr(scheduler, "keywords", None)  # the arguments a config bound (a functools.partial)
+    if keywords is not None and "total_steps" in keywords:
+        return keywords["total_steps"] is None and keywords.get("epochs") is None
+    try:
+        return "total_steps" in inspect.signature(scheduler).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def _accuracy() -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro", validate_args=False)
 
@@ -158,7 +169,7 @@ class MNISTClassifier(L.LightningModule):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
-        if "total_steps" in inspect.signature(self.scheduler).parameters:
+        if _wants_total_steps(self.scheduler):
             scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}

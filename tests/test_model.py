@@ -51,3 +51,13 @@ def test_default_optimizer_is_adam_at_1e_3():
 def test_invalid_settings_are_rejected(kwargs, fragment):
     with pytest.raises(UserError, match=fragment):
         MNISTClassifier(**kwargs)
+
+
+def test_one_cycle_scheduler_spans_the_whole_run_and_steps_per_batch():
+    from functools import partial
+
+    model = MNISTClassifier(scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=0.01))
+    model.trainer = type("FakeTrainer", (), {"estimated_stepping_batches": 123})()
+    config = model.configure_optimizers()
+    assert config["lr_scheduler"]["interval"] == "step"
+    assert config["lr_scheduler"]["scheduler"].total_steps == 123
