@@ -2,9 +2,10 @@
 
     python benchmarks/plain_pytorch.py --data_dir ../shared/datasets --loader torchvision --epochs 3
 
-``--loader torchvision`` is the classic pipeline (torchvision MNIST -> PIL -> ToTensor -> Normalize, DataLoader
-with batch 64, shuffled); ``--loader tensor`` runs the same loop on pre-loaded, pre-normalized tensors indexed a
-batch at a time (the eager floor). Prints one JSON line: seconds per epoch, test accuracy, peak RSS.
+``--loader torchvision`` is the classic pipeline (torchvision MNIST -> PIL -> ToTensor -> Normalize,
+DataLoader with batch 64, shuffled); ``--loader tensor`` runs the same loop on pre-loaded, pre-normalized
+tensors indexed a batch at a time (the eager floor).
+Prints one JSON line: seconds per epoch, test accuracy, peak RSS.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def main() -> None:
             correct += (model(x).argmax(1) == y).sum().item()
             total += len(y)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"epoch_seconds": epoch_seconds, "test_acc": correct / total, "peak_rss_mb": peak_rss_mb}))
+    print(
+        json.dumps({"epoch_seconds": epoch_seconds, "test_acc": correct / total, "peak_rss_mb": peak_rss_mb})
+    )
 
 
 if __name__ == "__main__":

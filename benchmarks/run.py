@@ -8,9 +8,10 @@ Measures, interleaved over ``--rounds`` rounds (medians are reported):
   (c) ``python -m mnist_lightning fit --config configs/default.yaml``, everything on (logger, checkpoints,
       progress bar, validation every epoch), then ``test`` on its best checkpoint;
   (d) the fast preset (``--config configs/default.yaml --config configs/fast.yaml``), then ``test``.
-Seconds per epoch exclude process start-up: for (a) and (b) the loop is timed inside the script, for (c) they are
-the intervals between the epoch-end events in the run's TensorBoard log (training, validation and checkpointing
-included). Peak RSS is the largest resident set of the process. Writes ``benchmarks/RESULTS.md``.
+Seconds per epoch exclude process start-up: for (a) and (b) the loop is timed inside the script, for (c)
+they are the intervals between the epoch-end events in the run's TensorBoard log (training, validation and
+checkpointing included). Peak RSS is the largest resident set of the process.
+Writes ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PEAK_RSS = (
     "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; "
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(code)"
+    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+    "sys.exit(code)"
 )
 
 
@@ -53,7 +55,11 @@ def plain(data_dir: str, loader: str, epochs: int) -> dict:
     command = [sys.executable, str(REPO / "benchmarks" / "plain_pytorch.py"), f"--data_dir={data_dir}"]
     result, _, peak_mb = run([*command, f"--loader={loader}", f"--epochs={epochs}"], REPO)
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"epoch_s": statistics.median(figures["epoch_seconds"]), "test_acc": figures["test_acc"], "rss_mb": peak_mb}
+    return {
+        "epoch_s": statistics.median(figures["epoch_seconds"]),
+        "test_acc": figures["test_acc"],
+        "rss_mb": peak_mb,
+    }
 
 
 def epoch_intervals(log_dir: Path) -> list[float]:
@@ -63,7 +69,7 @@ def epoch_intervals(log_dir: Path) -> list[float]:
     events = EventAccumulator(str(log_dir))
     events.Reload()
     times = [event.wall_time for event in events.Scalars("train_loss")]
-    return [later - earlier for earlier, later in zip(times, times[1:])]
+    return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
 
 
 def project(data_dir: str, configs: list[str], workdir: Path) -> dict:
@@ -72,7 +78,9 @@ def project(data_dir: str, configs: list[str], workdir: Path) -> dict:
     fitted, fit_wall, peak_mb = run([*cli, "fit", *config_args, f"--data.data_dir={data_dir}"], workdir)
     best = re.search(r"Best checkpoint: (\S+)", fitted.stdout).group(1)
     log_dir = workdir / Path(best).parent.parent
-    tested, _, _ = run([*cli, "test", *config_args, f"--data.data_dir={data_dir}", f"--ckpt_path={best}"], workdir)
+    tested, _, _ = run(
+        [*cli, "test", *config_args, f"--data.data_dir={data_dir}", f"--ckpt_path={best}"], workdir
+    )
     metrics_path = re.search(r"Test metrics written to (\S+)", tested.stdout).group(1)
     metrics = json.loads((workdir / metrics_path).read_text())
     intervals = epoch_intervals(log_dir)
@@ -142,8 +150,9 @@ def main() -> None:
         f"fast preset: {med('d', 'fit_wall_s'):.1f} s to {100 * med('d', 'test_acc'):.2f}% "
         f"(target <= 10 s to >= 97.5%); default fit peak RSS {med('c', 'rss_mb'):.0f} MB (target <= 1000).",
         "",
-        "(a) and (b) train on all 60k images and time the training loop only; (c) and (d) train on 55k, validate",
-        "on 5k and save checkpoints every epoch; their s/epoch covers all of that. Fit wall time includes start-up.",
+        "(a) and (b) train on all 60k images and time the training loop only; (c) and (d) train on 55k,",
+        "validate on 5k and save checkpoints every epoch; their s/epoch covers all of that.",
+        "Fit wall time includes start-up.",
     ]
     table = "\n".join(lines) + "\n"
     Path(args.output).write_text(table)

@@ -32,7 +32,8 @@ def check_checkpoint(ckpt_path: str | None) -> None:
     except Exception as err:
         raise UserError(
             f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). Pass a .ckpt file written by this project's 'fit'."
+            f"{str(err).splitlines()[0] if str(err) else ''}). "
+            "Pass a .ckpt file written by this project's 'fit'."
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"--ckpt_path '{ckpt_path}' is not a Lightning checkpoint (it has no 'state_dict').")

@@ -60,7 +60,9 @@ def load_split(data_dir: str | os.PathLike, train: bool) -> tuple[torch.Tensor, 
     except Exception as err:
         raise UserError(_corrupt_message(folder / label_name, err)) from None
     if images.shape[1:] != (28, 28):
-        raise UserError(_corrupt_message(folder / image_name, f"images are {tuple(images.shape[1:])}, not 28x28"))
+        raise UserError(
+            _corrupt_message(folder / image_name, f"images are {tuple(images.shape[1:])}, not 28x28")
+        )
     if len(images) != len(labels):
         raise UserError(
             f"MNIST files do not match: '{folder / image_name}' holds {len(images)} images but "
@@ -80,7 +82,7 @@ def _corrupt_message(path: Path, err: object) -> str:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 digits (N, 28, 28) -> float32 (N, 1, 28, 28), the same operations as ``ToTensor`` + ``Normalize``."""
+    """uint8 digits (N, 28, 28) -> float32 (N, 1, 28, 28): the operations of ``ToTensor`` + ``Normalize``."""
     return images.unsqueeze(1).float().div_(255).sub_(MNIST_MEAN).div_(MNIST_STD)
 
 
@@ -94,7 +96,13 @@ class ShardedBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(
-        self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
@@ -121,14 +129,14 @@ class ShardedBatchSampler(Sampler[list[int]]):
         else:
             order = torch.arange(self.num_samples)
         ends = self._starts[1:] + [self.num_samples]
-        for start, end in zip(self._starts, ends):
+        for start, end in zip(self._starts, ends, strict=False):
             yield order[start:end].tensor_split(self.world_size)[self.rank].tolist()
 
 
 class TensorBatchDataset(Dataset):
     """A whole split held as two tensors; the DataLoader fetches each batch with one indexing operation.
 
-    Images stay uint8 (47 MB for all of MNIST instead of 188 MB as float) and are normalized a batch at a time.
+    Images stay uint8 (47 MB for all of MNIST, not 188 MB as float) and are normalized a batch at a time.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
@@ -204,7 +212,9 @@ class MNISTDataModule(L.LightningDataModule):
             datasets.MNIST(self.data_dir, train=True, download=True)
         except Exception as err:  # URLError, RuntimeError("Error downloading ..."), OSError
             first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(missing_files_message(self.data_dir, f"downloading failed ({first_line})")) from None
+            raise UserError(
+                missing_files_message(self.data_dir, f"downloading failed ({first_line})")
+            ) from None
 
     def setup(self, stage: str) -> None:
         """Load the splits this stage needs: train/val for fit and validate, test for test and predict."""
@@ -215,13 +225,15 @@ class MNISTDataModule(L.LightningDataModule):
                     f"data.val_size ({self.val_size}) must be smaller than the {len(labels)} training images."
                 )
             train_indices, val_indices = self.split_indices(len(labels))
-            self.datasets["train"], self.datasets["val"] = self._build(True, images, labels, train_indices, val_indices)
+            self.datasets["train"], self.datasets["val"] = self._build(
+                True, images, labels, train_indices, val_indices
+            )
         if stage in ("test", "predict") and "test" not in self.datasets:
             images, labels = load_split(self.data_dir, train=False)
             (self.datasets["test"],) = self._build(False, images, labels, None)
 
     def split_indices(self, num_images: int = TRAIN_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-        """Train and val indices into the training images, fixed by ``seed`` alone (not by the device count)."""
+        """Train and val indices into the training images, fixed by ``seed`` alone (not by device count)."""
         order = torch.randperm(num_images, generator=torch.Generator().manual_seed(self.seed))
         return order[self.val_size :], order[: self.val_size]
 
@@ -229,14 +241,18 @@ class MNISTDataModule(L.LightningDataModule):
         self, train: bool, images: torch.Tensor, labels: torch.Tensor, *index_sets: torch.Tensor | None
     ) -> list[Dataset]:
         if self.loader == "torchvision":
-            to_tensor = transforms.Compose([transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))])
+            to_tensor = transforms.Compose(
+                [transforms.ToTensor(), transforms.Normalize((MNIST_MEAN,), (MNIST_STD,))]
+            )
             full = datasets.MNIST(self.data_dir, train=train, transform=to_tensor)
             return [full if idx is None else Subset(full, idx.tolist()) for idx in index_sets]
         if self.data_on_device and self.trainer is not None:
             device = self.trainer.strategy.root_device
             images, labels = images.to(device), labels.to(device)
         return [
-            TensorBatchDataset(images, labels) if idx is None else TensorBatchDataset(images[idx], labels[idx])
+            TensorBatchDataset(images, labels)
+            if idx is None
+            else TensorBatchDataset(images[idx], labels[idx])
             for idx in index_sets
         ]
 

@@ -21,7 +21,7 @@ NUM_CLASSES = 10
 
 
 class MLP(nn.Module):
-    """A multilayer perceptron on flattened 28x28 digits: Linear -> [BatchNorm] -> ReLU -> [Dropout] per hidden layer."""
+    """An MLP on flattened 28x28 digits: per hidden layer Linear, [BatchNorm], ReLU, [Dropout]."""
 
     def __init__(
         self,
@@ -97,7 +97,9 @@ class MNISTClassifier(L.LightningModule):
         super().__init__()
         hidden_sizes = list(hidden_sizes)
         if not hidden_sizes or any(width < 1 for width in hidden_sizes):
-            raise UserError(f"model.hidden_sizes must be a non-empty list of positive widths, got {hidden_sizes}.")
+            raise UserError(
+                f"model.hidden_sizes must be a non-empty list of positive widths, got {hidden_sizes}."
+            )
         if not 0 <= dropout < 1:
             raise UserError(f"model.dropout must be in [0, 1), got {dropout}.")
         if not 0 <= label_smoothing < 1:
@@ -145,7 +147,9 @@ class MNISTClassifier(L.LightningModule):
         """Class probabilities, shape (batch, 10)."""
         return self(batch[0]).softmax(dim=1)
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, acc_metric) -> None:
+    def _evaluate(
+        self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, acc_metric
+    ) -> None:
         x, y = batch
         logits = self(x)
         loss_metric.update(F.cross_entropy(logits, y), len(y))

@@ -31,7 +31,9 @@ def test_fit_then_test_writes_checkpoints_config_events_and_metrics(tmp_path, ti
     assert (run_dir / "config.yaml").is_file()
     assert list(run_dir.glob("events.out.tfevents.*"))
 
-    tested = run_cli("test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", best, cwd=tmp_path)
+    tested = run_cli(
+        "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", best, cwd=tmp_path
+    )
     assert tested.returncode == 0, tested.stderr[-3000:]
     metrics = json.loads((tmp_path / "lightning_logs" / "version_1" / "metrics.json").read_text())
     assert set(metrics) >= {"test_acc", "test_loss"}
@@ -65,7 +67,9 @@ def test_print_config_is_valid_yaml_and_saved_config_reruns(tmp_path, tiny_data)
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path, tiny_data):
-    result = run_cli("test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", "nope.ckpt", cwd=tmp_path)
+    result = run_cli(
+        "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", "nope.ckpt", cwd=tmp_path
+    )
     assert result.returncode != 0
     assert "nope.ckpt" in result.stderr and "does not exist" in result.stderr
     assert "Traceback" not in result.stderr
@@ -88,8 +92,13 @@ def test_missing_data_without_network_is_a_clear_error(tmp_path):
 
 def test_one_epoch_on_real_mnist_reaches_90_percent(tmp_path, real_data):
     result = run_cli(
-        "fit", "--config", CONFIG, f"--data.data_dir={real_data}", "--trainer.max_epochs=1",
-        "--trainer.enable_progress_bar=false", cwd=tmp_path,
+        "fit",
+        "--config",
+        CONFIG,
+        f"--data.data_dir={real_data}",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     val_acc = float(re.search(r"val_acc=([0-9.]+)\.ckpt", best_checkpoint(result).name).group(1))

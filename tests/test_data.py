@@ -42,7 +42,8 @@ def test_split_depends_on_seed_only(tiny_data):
 
 def test_both_loaders_yield_the_same_normalized_batches(tiny_data):
     fast, classic = make(tiny_data, loader="tensor"), make(tiny_data, loader="torchvision")
-    for (x_fast, y_fast), (x_classic, y_classic) in zip(fast.val_dataloader(), classic.val_dataloader()):
+    pairs = zip(fast.val_dataloader(), classic.val_dataloader(), strict=True)
+    for (x_fast, y_fast), (x_classic, y_classic) in pairs:
         assert x_fast.shape == x_classic.shape == (len(y_fast), 1, 28, 28)
         assert len(y_fast) in (32, 100 % 32)
         assert x_fast.dtype == torch.float32 and y_fast.dtype == torch.int64
@@ -69,10 +70,14 @@ def test_train_loader_shuffles_per_epoch_and_val_is_fixed(tiny_data):
     assert torch.equal(labels_of(dm.val_dataloader()), labels_of(dm.val_dataloader()))
 
 
-@pytest.mark.parametrize("num_samples,batch_size,world_size", [(100, 8, 1), (100, 8, 2), (101, 8, 3), (17, 4, 4)])
+@pytest.mark.parametrize(
+    "num_samples,batch_size,world_size", [(100, 8, 1), (100, 8, 2), (101, 8, 3), (17, 4, 4)]
+)
 def test_sharded_batches_cover_every_sample_once(num_samples, batch_size, world_size):
     shards = [
-        list(ShardedBatchSampler(num_samples, batch_size, shuffle=True, seed=3, rank=r, world_size=world_size))
+        list(
+            ShardedBatchSampler(num_samples, batch_size, shuffle=True, seed=3, rank=r, world_size=world_size)
+        )
         for r in range(world_size)
     ]
     assert len({len(batches) for batches in shards}) == 1, "every rank must take the same number of steps"

@@ -46,7 +46,11 @@ def test_default_optimizer_is_adam_at_1e_3():
 
 @pytest.mark.parametrize(
     "kwargs,fragment",
-    [({"hidden_sizes": []}, "hidden_sizes"), ({"hidden_sizes": [64, 0]}, "hidden_sizes"), ({"dropout": 1.0}, "dropout")],
+    [
+        ({"hidden_sizes": []}, "hidden_sizes"),
+        ({"hidden_sizes": [64, 0]}, "hidden_sizes"),
+        ({"dropout": 1.0}, "dropout"),
+    ],
 )
 def test_invalid_settings_are_rejected(kwargs, fragment):
     with pytest.raises(UserError, match=fragment):
