@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from mnist_lightning import report
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.errors import UserError
 from mnist_lightning.model import MNISTClassifier
@@ -42,7 +43,8 @@ class MNISTLightningCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for the MNIST classifier, configured by YAML files.
 
     On top of LightningCLI: checks ``--ckpt_path`` before anything starts, prints the best checkpoint when
-    ``fit`` ends, and writes the test metrics to ``metrics.json`` in the run's log directory.
+    ``fit`` ends; ``test`` writes ``metrics.json`` and the report files (``report.REPORT_FILES``) in the
+    run's log directory.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -72,6 +74,10 @@ class MNISTLightningCLI(LightningCLI):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"Test metrics written to {path}")
+        if self.model.test_results is not None:
+            results = report.write_test_report(path.parent, self.model.test_results)
+            print(report.format_classification_report(results), end="")
+            print(f"Test report written to {path.parent}: {', '.join(report.REPORT_FILES)}")
 
 
 def main(args: list[str] | None = None) -> None:
