@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.cli import LightningCLI
 
-from mnist_lightning import report
+from mnist_lightning import predictions, report
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.errors import UserError
 from mnist_lightning.model import MNISTClassifier
@@ -43,8 +43,8 @@ class MNISTLightningCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for the MNIST classifier, configured by YAML files.
 
     On top of LightningCLI: checks ``--ckpt_path`` before anything starts, prints the best checkpoint when
-    ``fit`` ends; ``test`` writes ``metrics.json`` and the report files (``report.REPORT_FILES``) in the
-    run's log directory.
+    ``fit`` ends; ``test`` writes ``metrics.json`` and the report files (``report.REPORT_FILES``) and
+    ``predict`` writes ``predictions.csv``, all in the run's log directory.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -78,6 +78,20 @@ class MNISTLightningCLI(LightningCLI):
             results = report.write_test_report(path.parent, self.model.test_results)
             print(report.format_classification_report(results), end="")
             print(f"Test report written to {path.parent}: {', '.join(report.REPORT_FILES)}")
+
+    def before_predict(self) -> None:
+        self.trainer.callbacks.append(predictions.GatherPredictions())
+
+    def after_predict(self) -> None:
+        gathered = next(c for c in self.trainer.callbacks if isinstance(c, predictions.GatherPredictions))
+        if not self.trainer.is_global_zero:
+            return
+        files = self.datamodule.predict_files
+        if self.datamodule.unreadable_files:
+            print(predictions.unreadable_summary(self.datamodule.unreadable_files), file=sys.stderr)
+        path = Path(self.trainer.log_dir or ".") / "predictions.csv"
+        predictions.write_predictions(path, gathered.probabilities, files)
+        print(predictions.summary(path, gathered.probabilities, files))
 
 
 def main(args: list[str] | None = None) -> None:
