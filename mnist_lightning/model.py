@@ -163,7 +163,9 @@ class MNISTClassifier(L.LightningModule):
     ) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss_metric.update(F.cross_entropy(logits, y), len(y))
+        # per-sample losses: MeanMetric(nan_strategy="disable") ignores a weight, so batch means would be
+        # averaged unweighted (wrong for a short last batch, and different with the number of devices)
+        loss_metric.update(F.cross_entropy(logits, y, reduction="none"))
         acc_metric.update(logits, y)
         return logits
 
