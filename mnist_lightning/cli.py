@@ -63,6 +63,7 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Best checkpoint: {callback.best_model_path}")
 
     def after_test(self) -> None:
+        log_dir = Path(self.trainer.log_dir or ".")  # every rank asks: under DDP this is a broadcast
         if not self.trainer.is_global_zero:
             return
         metrics = {
@@ -70,26 +71,27 @@ class MNISTLightningCLI(LightningCLI):
             for name, value in self.trainer.callback_metrics.items()
             if name.startswith("test_")
         }
-        path = Path(self.trainer.log_dir or ".") / "metrics.json"
+        path = log_dir / "metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"Test metrics written to {path}")
         if self.model.test_results is not None:
-            results = report.write_test_report(path.parent, self.model.test_results)
-            print(report.format_classification_report(results), end="")
-            print(f"Test report written to {path.parent}: {', '.join(report.REPORT_FILES)}")
+            numbers = report.write_test_report(log_dir, self.model.test_results)
+            print(report.format_classification_report(numbers), end="")
+            print(f"Test report written to {log_dir}: {', '.join(report.REPORT_FILES)}")
 
     def before_predict(self) -> None:
         self.trainer.callbacks.append(predictions.GatherPredictions())
 
     def after_predict(self) -> None:
         gathered = next(c for c in self.trainer.callbacks if isinstance(c, predictions.GatherPredictions))
+        log_dir = Path(self.trainer.log_dir or ".")  # every rank asks: under DDP this is a broadcast
         if not self.trainer.is_global_zero:
             return
         files = self.datamodule.predict_files
         if self.datamodule.unreadable_files:
             print(predictions.unreadable_summary(self.datamodule.unreadable_files), file=sys.stderr)
-        path = Path(self.trainer.log_dir or ".") / "predictions.csv"
+        path = log_dir / "predictions.csv"
         predictions.write_predictions(path, gathered.probabilities, files)
         print(predictions.summary(path, gathered.probabilities, files))
 
