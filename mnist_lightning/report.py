@@ -260,11 +260,20 @@ def log_test_report(experiment, results: TestResults, step: int) -> None:
 
 
 def write_test_report(log_dir: str | Path, results: TestResults) -> dict[str, Any]:
-    """Write the five report files (see ``REPORT_FILES``) into ``log_dir``; returns the report as a dict."""
+    """Write the five report files (see ``REPORT_FILES``) into ``log_dir``; returns the report as a dict.
+
+    ``report.json`` holds :func:`classification_report` plus the gallery's mistakes (true, predicted,
+    confidence), most confident first.
+    """
     folder = Path(log_dir)
     folder.mkdir(parents=True, exist_ok=True)
     report = classification_report(results.confusion_matrix)
     (folder / "classification_report.txt").write_text(format_classification_report(report))
+    worst = results.mistakes
+    listed = zip(worst.targets.tolist(), worst.preds.tolist(), worst.confidences.tolist(), strict=True)
+    report["most_confident_mistakes"] = [
+        {"true": target, "predicted": pred, "confidence": confidence} for target, pred, confidence in listed
+    ]
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (folder / "confusion_matrix.csv").write_text(confusion_matrix_csv(results.confusion_matrix))
     title = f"Test confusion matrix: {report['support']} images, accuracy {report['accuracy']:.2%}"
