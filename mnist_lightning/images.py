@@ -107,15 +107,18 @@ def prepare_digit(image: Image.Image | np.ndarray, invert: InvertMode = "auto") 
     """One picture of a digit -> a uint8 (28, 28) MNIST-style digit (white on black, fitted and centred).
 
     ``image`` is a PIL image of any size and mode, or an array of grey levels in [0, 1]. Raises
-    UnreadableImage when the picture is blank (no ink stands out from the background).
+    UnreadableImage when no ink stands out from the background (a blank picture, or the wrong ``invert``).
     """
     pixels = grayscale(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float64)
-    if invert == "always" or (invert == "auto" and np.median(_border(pixels)) > 0.5):
+    light_background = np.median(_border(pixels)) > 0.5
+    if invert == "always" or (invert == "auto" and light_background):
         pixels = 1.0 - pixels
     ink = _remove_background(pixels)
     rows, cols = np.nonzero(ink)
     if len(rows) == 0:
-        raise UnreadableImage("no digit found: the image is blank")
+        wrong_way = light_background and invert == "never"
+        hint = " (dark ink on light paper needs invert 'auto' or 'always')" if wrong_way else ""
+        raise UnreadableImage(f"no digit found: nothing brighter than the background{hint}")
     digit = _fit_box(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
     return torch.from_numpy(np.round(_centre(digit) * 255.0).astype(np.uint8))
 

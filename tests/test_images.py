@@ -37,7 +37,9 @@ def test_a_black_on_white_digit_is_inverted_under_auto(mnist_digits):
         expected = prepare_digit(Image.fromarray(digit.numpy()))
         assert torch.equal(prepare_digit(inverted, "auto"), expected)
         assert torch.equal(prepare_digit(inverted, "always"), expected)
-        with pytest.raises(UnreadableImage, match="blank"):  # white paper kept white: no ink stands out
+        with pytest.raises(
+            UnreadableImage, match="needs invert 'auto' or 'always'"
+        ):  # white paper kept white
             prepare_digit(inverted, "never")
 
 
@@ -73,7 +75,7 @@ def test_unreadable_and_blank_files_are_skipped_with_a_reason(tmp_path, mnist_di
     assert [path.name for path in kept] == ["a.png", "d.jpg"] and digits.shape == (2, 28, 28)
     assert [(path.name, reason) for path, reason in skipped] == [
         ("b.png", "not a readable image (cannot identify image file)"),
-        ("c.png", "no digit found: the image is blank"),
+        ("c.png", "no digit found: nothing brighter than the background"),
     ]
     with pytest.raises(UnreadableImage, match="not a readable image"):
         read_image(tmp_path / "b.png")
