@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.cli import LightningCLI
 
+from mnist_lightning import predictions, report
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.errors import UserError
 from mnist_lightning.model import MNISTClassifier
@@ -43,7 +44,8 @@ class MNISTLightningCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for the MNIST classifier, configured by YAML files.
 
     On top of LightningCLI: checks ``--ckpt_path`` before anything starts, prints the best checkpoint when
-    ``fit`` ends, and writes the test metrics to ``metrics.json`` in the run's log directory.
+    ``fit`` ends; ``test`` writes ``metrics.json`` and the report files (``report.REPORT_FILES``) and
+    ``predict`` writes ``predictions.csv``, all in the run's log directory.
     """
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -62,6 +64,7 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Best checkpoint: {callback.best_model_path}")
 
     def after_test(self) -> None:
+        log_dir = Path(self.trainer.log_dir or ".")  # every rank asks: under DDP this is a broadcast
         if not self.trainer.is_global_zero:
             return
         metrics = {
@@ -69,10 +72,29 @@ class MNISTLightningCLI(LightningCLI):
             for name, value in self.trainer.callback_metrics.items()
             if name.startswith("test_")
         }
-        path = Path(self.trainer.log_dir or ".") / "metrics.json"
+        path = log_dir / "metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"Test metrics written to {path}")
+        if self.model.test_results is not None:
+            numbers = report.write_test_report(log_dir, self.model.test_results)
+            print(report.format_classification_report(numbers), end="")
+            print(f"Test report written to {log_dir}: {', '.join(report.REPORT_FILES)}")
+
+    def before_predict(self) -> None:
+        self.trainer.callbacks.append(predictions.GatherPredictions())
+
+    def after_predict(self) -> None:
+        gathered = next(c for c in self.trainer.callbacks if isinstance(c, predictions.GatherPredictions))
+        log_dir = Path(self.trainer.log_dir or ".")  # every rank asks: under DDP this is a broadcast
+        if not self.trainer.is_global_zero:
+            return
+        files = self.datamodule.predict_files
+        if self.datamodule.unreadable_files:
+            print(predictions.unreadable_summary(self.datamodule.unreadable_files), file=sys.stderr)
+        path = log_dir / "predictions.csv"
+        predictions.write_predictions(path, gathered.probabilities, files)
+        print(predictions.summary(path, gathered.probabilities, files))
 
 
 def main(args: list[str] | None = None) -> None:

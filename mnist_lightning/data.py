@@ -1,19 +1,22 @@
-"""MNIST as a LightningDataModule: download, a seeded train/val split, and fast loaders."""
+"""MNIST as a LightningDataModule: download, a seeded train/val split, fast loaders, and images to predict."""
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lightning.errors import UserError
+from mnist_lightning.images import InvertMode, find_images, load_digits
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -133,6 +136,11 @@ class ShardedBatchSampler(Sampler[list[int]]):
             yield order[start:end].tensor_split(self.world_size)[self.rank].tolist()
 
 
+# Lightning warns that it cannot make a custom batch sampler keep the last, partial batch when predicting;
+# ShardedBatchSampler never drops a sample, so the warning does not apply.
+warnings.filterwarnings("ignore", message="You are using a custom batch sampler `ShardedBatchSampler`")
+
+
 class TensorBatchDataset(Dataset):
     """A whole split held as two tensors; the DataLoader fetches each batch with one indexing operation.
 
@@ -172,6 +180,13 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes (0 loads in the main process, best for ``tensor``).
         pin_memory: pin batches in page-locked memory for faster host-to-GPU copies.
         data_on_device: keep the tensors on the training device (a GPU), so no batch is copied per step.
+        predict_path: what ``predict`` classifies: an image file, a folder of PNG/JPEG/BMP files, or a glob;
+            unset, the 10k test images. Files are prepared like MNIST digits (``mnist_lightning.images``).
+        invert: make image files white-on-black: ``auto`` inverts those with a light background,
+            ``always`` and ``never`` force it.
+
+    After ``setup("predict")``: ``predict_files`` lists the predicted files in order (None for the test set)
+    and ``unreadable_files`` the ``(path, reason)`` of files that could not be used.
     """
 
     def __init__(
@@ -184,6 +199,8 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         data_on_device: bool = False,
+        predict_path: str | None = None,
+        invert: InvertMode = "auto",
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -201,10 +218,16 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.data_on_device = data_on_device
+        self.predict_path = predict_path
+        self.invert = invert
         self.datasets: dict[str, Dataset] = {}
+        self.predict_files: list[Path] | None = None
+        self.unreadable_files: list[tuple[Path, str]] = []
 
     def prepare_data(self) -> None:
-        """Download MNIST into ``data_dir`` unless the raw files are already there."""
+        """Download MNIST into ``data_dir`` unless it is there already or only image files are predicted."""
+        if self._predicting_files():
+            return
         folder = raw_folder(self.data_dir)
         if all((folder / name).is_file() for pair in RAW_FILES.values() for name in pair):
             return
@@ -217,7 +240,8 @@ class MNISTDataModule(L.LightningDataModule):
             ) from None
 
     def setup(self, stage: str) -> None:
-        """Load the splits this stage needs: train/val for fit and validate, test for test and predict."""
+        """Load what this stage needs: train/val for fit and validate, test for test, and for predict the
+        image files of ``predict_path`` (or the test set)."""
         if stage in ("fit", "validate") and "train" not in self.datasets:
             images, labels = load_split(self.data_dir, train=True)
             if self.val_size >= len(labels):
@@ -228,9 +252,31 @@ class MNISTDataModule(L.LightningDataModule):
             self.datasets["train"], self.datasets["val"] = self._build(
                 True, images, labels, train_indices, val_indices
             )
-        if stage in ("test", "predict") and "test" not in self.datasets:
+        if stage == "predict" and self.predict_path is not None:
+            self.datasets["predict"] = self._image_files_dataset(self.predict_path)
+        elif stage in ("test", "predict") and "test" not in self.datasets:
             images, labels = load_split(self.data_dir, train=False)
             (self.datasets["test"],) = self._build(False, images, labels, None)
+
+    def _predicting_files(self) -> bool:
+        predicting = self.trainer is not None and self.trainer.state.fn == TrainerFn.PREDICTING
+        return predicting and self.predict_path is not None
+
+    def _image_files_dataset(self, predict_path: str) -> TensorBatchDataset:
+        """The readable images of ``predict_path``, prepared as MNIST digits; labels are -1 (unknown)."""
+        files = find_images(predict_path)
+        digits, self.predict_files, self.unreadable_files = load_digits(files, self.invert)
+        if not self.predict_files:
+            reasons = "; ".join(f"'{path}': {reason}" for path, reason in self.unreadable_files[:5])
+            raise UserError(
+                f"None of the {len(files)} files of --data.predict_path '{predict_path}' could be read as an "
+                f"image of a digit ({reasons}). Pass PNG, JPEG or BMP files that show one digit each."
+            )
+        labels = torch.full((len(digits),), -1)
+        if self.data_on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            digits, labels = digits.to(device), labels.to(device)
+        return TensorBatchDataset(digits, labels)
 
     def split_indices(self, num_images: int = TRAIN_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
         """Train and val indices into the training images, fixed by ``seed`` alone (not by device count)."""
@@ -288,4 +334,4 @@ class MNISTDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("predict" if self.predict_path is not None else "test", shuffle=False)

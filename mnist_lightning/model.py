@@ -10,11 +10,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from mnist_lightning import report
 from mnist_lightning.errors import UserError
 
 NUM_CLASSES = 10
@@ -68,12 +70,18 @@ def _mean() -> MeanMetric:
     return MeanMetric(nan_strategy="disable")
 
 
+def _confusion_matrix() -> MulticlassConfusionMatrix:
+    return MulticlassConfusionMatrix(num_classes=NUM_CLASSES, validate_args=False)
+
+
 class MNISTClassifier(L.LightningModule):
     """Classifies MNIST digits with an :class:`MLP` trained on cross-entropy.
 
     Metrics are torchmetrics objects accumulated on the device and logged once per epoch (exact under DDP:
     states are summed across ranks). Logged: ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``,
-    ``val_acc_best``, ``test_loss``, ``test_acc``.
+    ``val_acc_best``, ``test_loss``, ``test_acc``. With a TensorBoard logger, the validation confusion matrix
+    is drawn once per epoch, and ``test`` adds its confusion matrix, most confident mistakes and
+    classification report; ``test_results`` keeps the test confusion matrix and mistakes for the report files.
 
     Args:
         hidden_sizes: widths of the hidden layers.
@@ -112,6 +120,9 @@ class MNISTClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = _mean(), _mean(), _mean()
         self.train_acc, self.val_acc, self.test_acc = _accuracy(), _accuracy(), _accuracy()
         self.val_acc_best = 0.0
+        self.val_confusion, self.test_confusion = _confusion_matrix(), _confusion_matrix()
+        self.test_mistakes = report.MostConfidentMistakes()
+        self.test_results: report.TestResults | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -119,16 +130,18 @@ class MNISTClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        self.train_loss.update(loss.detach(), len(y))
+        losses = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing, reduction="none")
+        self.train_loss.update(losses.detach())  # per sample: exact epoch mean (see _evaluate)
         self.train_acc.update(logits.detach(), y)
-        return loss
+        return losses.mean()
 
     def on_train_epoch_end(self) -> None:
         self._log_and_reset("train", self.train_loss, self.train_acc)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.val_loss, self.val_acc)
+        logits = self._evaluate(batch, self.val_loss, self.val_acc)
+        if self._tensorboard() is not None:
+            self.val_confusion.update(logits, batch[1])
 
     def on_validation_epoch_end(self) -> None:
         accuracy = self._log_and_reset("val", self.val_loss, self.val_acc)
@@ -136,12 +149,23 @@ class MNISTClassifier(L.LightningModule):
             self.val_acc_best = max(self.val_acc_best, accuracy)
             # hp_metric links the run's hyperparameters to its best accuracy in TensorBoard's HPARAMS tab
             self.log_dict({"val_acc_best": self.val_acc_best, "hp_metric": self.val_acc_best})
+        self._log_val_confusion_matrix()
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, self.test_loss, self.test_acc)
+        logits = self._evaluate(batch, self.test_loss, self.test_acc)
+        self.test_confusion.update(logits, batch[1])
+        self.test_mistakes.update(batch[0], logits, batch[1])
 
     def on_test_epoch_end(self) -> None:
         self._log_and_reset("test", self.test_loss, self.test_acc)
+        # compute() gathers from all ranks, so every rank calls it; only rank 0 draws
+        confusion, mistakes = self.test_confusion.compute().cpu(), self.test_mistakes.compute()
+        self.test_results = report.TestResults(confusion, mistakes)
+        self.test_confusion.reset()
+        self.test_mistakes.reset()
+        tensorboard = self._tensorboard()
+        if tensorboard is not None and self.trainer.is_global_zero:
+            report.log_test_report(tensorboard.experiment, self.test_results, self.global_step)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities, shape (batch, 10)."""
@@ -149,11 +173,14 @@ class MNISTClassifier(L.LightningModule):
 
     def _evaluate(
         self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, acc_metric
-    ) -> None:
+    ) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss_metric.update(F.cross_entropy(logits, y), len(y))
+        # per-sample losses: MeanMetric(nan_strategy="disable") ignores a weight, so batch means would be
+        # averaged unweighted (wrong for a short last batch, and different with the number of devices)
+        loss_metric.update(F.cross_entropy(logits, y, reduction="none"))
         acc_metric.update(logits, y)
+        return logits
 
     def _log_and_reset(self, stage: str, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> float:
         """Log the epoch's exact loss and accuracy over all samples (and ranks); returns the accuracy."""
@@ -162,6 +189,21 @@ class MNISTClassifier(L.LightningModule):
         acc_metric.reset()
         self.log_dict({f"{stage}_loss": loss, f"{stage}_acc": accuracy}, prog_bar=stage != "train")
         return accuracy.item()
+
+    def _tensorboard(self) -> TensorBoardLogger | None:
+        return next((logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)), None)
+
+    def _log_val_confusion_matrix(self) -> None:
+        """Draw the epoch's validation confusion matrix in TensorBoard (rank 0; not for the sanity check)."""
+        tensorboard = self._tensorboard()
+        if tensorboard is None or self.trainer.sanity_checking:
+            self.val_confusion.reset()
+            return
+        confusion = self.val_confusion.compute()  # gathers from all ranks: every rank calls it
+        self.val_confusion.reset()
+        if self.trainer.is_global_zero:
+            experiment, step = tensorboard.experiment, self.global_step
+            report.log_confusion_matrix(experiment, "val_confusion_matrix", confusion.cpu(), step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best

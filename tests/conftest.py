@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -83,3 +84,12 @@ QUICK = (
     "--data.batch_size=32",
     "--data.val_size=64",
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
+    """The best checkpoint of a QUICK command-line fit on tiny_data (it still errs); treat as read-only."""
+    folder = tmp_path_factory.mktemp("tiny_fit")
+    result = run_cli("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / re.search(r"Best checkpoint: (\S+)", result.stdout).group(1)
