@@ -202,8 +202,9 @@ class MNISTClassifier(L.LightningModule):
         confusion = self.val_confusion.compute()  # gathers from all ranks: every rank calls it
         self.val_confusion.reset()
         if self.trainer.is_global_zero:
-            experiment, step = tensorboard.experiment, self.global_step
-            report.log_confusion_matrix(experiment, "val_confusion_matrix", confusion.cpu(), step)
+            # drawn every epoch, so without cell counts: ~0.1 s instead of ~0.4 s
+            tag, step = "val_confusion_matrix", self.global_step
+            report.log_confusion_matrix(tensorboard.experiment, tag, confusion.cpu(), step, annotate=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best

@@ -184,27 +184,32 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def confusion_matrix_figure(confusion_matrix: torch.Tensor, title: str) -> Figure:
-    """A heat map of the counts (log colour scale, so rare mistakes show), each count written in its cell."""
+def confusion_matrix_figure(confusion_matrix: torch.Tensor, title: str, annotate: bool = True) -> Figure:
+    """A heat map of the counts (log colour scale, so rare mistakes show).
+
+    ``annotate`` writes each count in its cell and adds a colour bar; without them the figure draws about five
+    times faster, which suits the per-epoch validation image.
+    """
     counts = confusion_matrix.to(torch.long).cpu().numpy()
     classes = np.arange(counts.shape[0])
-    figure = _new_figure(6.4, 5.6)
+    figure = _new_figure(6.4, 5.6) if annotate else _new_figure(4.4, 4.0)
     axes = figure.subplots()
     norm = LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
     image = axes.imshow(np.ma.masked_equal(counts, 0), cmap="Blues", norm=norm)
-    figure.colorbar(image, ax=axes, label="images (log scale)")
-    dark = math.sqrt(norm.vmax)  # cells above this are drawn dark enough for white text
-    for (row, col), count in np.ndenumerate(counts):
-        if count:
-            axes.text(
-                col,
-                row,
-                str(count),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="white" if count > dark else "black",
-            )
+    if annotate:
+        figure.colorbar(image, ax=axes, label="images (log scale)")
+        dark = math.sqrt(norm.vmax)  # cells above this are drawn dark enough for white text
+        for (row, col), count in np.ndenumerate(counts):
+            if count:
+                axes.text(
+                    col,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if count > dark else "black",
+                )
     axes.set(xticks=classes, yticks=classes, xlabel="Predicted digit", ylabel="True digit", title=title)
     axes.set_xticks(classes - 0.5, minor=True)
     axes.set_yticks(classes - 0.5, minor=True)
@@ -240,11 +245,14 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def log_confusion_matrix(experiment, tag: str, confusion_matrix: torch.Tensor, step: int) -> None:
+def log_confusion_matrix(
+    experiment, tag: str, confusion_matrix: torch.Tensor, step: int, annotate: bool = True
+) -> None:
     """Add the confusion-matrix heat map to a TensorBoard ``SummaryWriter`` as an image."""
     total = int(confusion_matrix.sum())
     accuracy = confusion_matrix.diagonal().sum().item() / max(total, 1)
-    figure = confusion_matrix_figure(confusion_matrix, f"{tag}: {total} images, accuracy {accuracy:.2%}")
+    title = f"{tag}: {total} images, accuracy {accuracy:.2%}"
+    figure = confusion_matrix_figure(confusion_matrix, title, annotate)
     experiment.add_image(tag, figure_pixels(figure), step, dataformats="HWC")
 
 
