@@ -61,6 +61,7 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Best checkpoint: {callback.best_model_path}")
 
     def after_test(self) -> None:
+        log_dir = self.trainer.log_dir  # on every rank: under DDP it is broadcast from rank 0
         if not self.trainer.is_global_zero:
             return
         metrics = {
@@ -68,7 +69,7 @@ class MNISTLightningCLI(LightningCLI):
             for name, value in self.trainer.callback_metrics.items()
             if name.startswith("test_")
         }
-        path = Path(self.trainer.log_dir or ".") / "metrics.json"
+        path = Path(log_dir or ".") / "metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         print(f"Test metrics written to {path}")
