@@ -109,13 +109,13 @@ def check_log_dir(trainer: L.Trainer) -> None:
 class MNISTLightningCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for the MNIST classifier, configured by YAML files.
 
-    On top of LightningCLI: checks settings, the log folder and ``--ckpt_path`` before anything starts (and
-    resolves ``fit --ckpt_path last`` to the newest run), loads checkpoints ``weights_only`` unless told
-    otherwise, writes checkpoints atomically and saves one on Ctrl-C/SIGTERM, prints the best checkpoint when
-    ``fit`` ends, and writes the test metrics to ``metrics.json`` in the run's log directory.
+    On top of LightningCLI: checks settings, the log folder and ``--ckpt_path`` before anything starts
+    (``last``/``best`` meaning the newest run's), loads checkpoints ``weights_only``, writes them atomically
+    and saves one on Ctrl-C/SIGTERM, prints the best checkpoint when ``fit`` ends, and writes the test
+    metrics to ``metrics.json`` in the run's log directory.
     """
 
-    checkpoint: dict | None = None
+    checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
@@ -128,7 +128,7 @@ class MNISTLightningCLI(LightningCLI):
             return
         config = self.config[subcommand]
         check_learning_rate(config.model)
-        if config.get("weights_only") is None:
+        if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
             config.weights_only = True
         resolve_checkpoint_keyword(subcommand, config)
         ckpt_path = config.get("ckpt_path")
@@ -188,6 +188,6 @@ def main(args: list[str] | None = None) -> None:
         raise SystemExit(2) from None
     except SIGTERMException:  # a SystemExit without status; InterruptCheckpoint told where the checkpoint is
         raise SystemExit(interrupt_checkpoint.exit_status) from None
-    except KeyboardInterrupt:  # Ctrl-C before training started (in training Lightning exits with status 1)
-        print("Interrupted before training started: nothing to resume.", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C before the Trainer runs (then Lightning or InterruptCheckpoint acts)
+        print("Interrupted (Ctrl-C) before the run started.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
