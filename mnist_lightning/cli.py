@@ -4,49 +4,120 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
+import lightning as L
 import torch
-from lightning.pytorch.cli import LightningCLI
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import predictions, report
+from mnist_lightning.checkpoints import (
+    CKPT_KEYWORDS,
+    best_checkpoint_of,
+    check_architecture,
+    find_resumable,
+    read_checkpoint,
+)
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.errors import UserError
+from mnist_lightning.fault_tolerance import AtomicCheckpointIO, InterruptCheckpoint
 from mnist_lightning.model import MNISTClassifier
 
-CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+
+class ConciseArgumentParser(LightningArgumentParser):
+    """Reports a bad option, value or config file in one error line and a hint, not the whole usage block."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse parsing internally; it expects the exception
+            super().error(message, ex)
+        sys.stderr.write(f"error: {message}\n(run with --help to list the accepted options)\n")
+        self.exit(2)
 
 
-def check_checkpoint(ckpt_path: str | None) -> None:
-    """Fail early, with a clear message, on a --ckpt_path that does not exist or is not a checkpoint."""
-    if ckpt_path is None or ckpt_path in CKPT_KEYWORDS or ckpt_path.startswith("registry:"):
+@rank_zero_only
+def say(message: str) -> None:
+    """Print once, on the first process of a distributed run."""
+    print(message, flush=True)
+
+
+def check_learning_rate(model_config: Namespace) -> None:
+    """Reject a learning rate <= 0 at parse time (the optimizer itself is only built when training starts)."""
+    optimizer = model_config.get("optimizer")
+    init_args = optimizer.get("init_args") if isinstance(optimizer, Namespace) else None
+    lr = init_args.get("lr") if isinstance(init_args, Namespace) else None
+    if lr is not None and not lr > 0:
+        raise UserError(f"model.optimizer.init_args.lr (the learning rate) must be greater than 0, got {lr}.")
+
+
+def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
+    """``--ckpt_path last`` or ``best``: a checkpoint of the newest run under the logger's folder.
+
+    ``fit --ckpt_path last`` continues that run in its own folder: it resumes from the newest ``last.ckpt``
+    or ``interrupted.ckpt`` in ``<save_dir>/<name>/*/checkpoints/`` and pins the logger's version to that
+    run, so its curves, checkpoints and config go on in the same folder; with no checkpoint there yet it
+    starts a new run, so one command both starts and resumes a job. ``validate``, ``test`` and ``predict``
+    take that run's newest checkpoint (``last``) or its best one (``best``).
+    """
+    keyword = config.get("ckpt_path")
+    if keyword not in ("last", "best"):
         return
-    path = Path(ckpt_path)
-    if not path.is_file():
+    logger = config.trainer.get("logger")
+    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
         raise UserError(
-            f"--ckpt_path '{ckpt_path}' does not exist. Checkpoints are written to "
-            f"lightning_logs/version_N/checkpoints/ by 'fit'; pass one of those files."
+            f"--ckpt_path {keyword} looks for the newest run under the logger's save_dir, but no single "
+            f"logger with a save_dir is configured; pass the checkpoint file itself."
         )
+    log_root = Path(init_args.save_dir) / (init_args.get("name") or "")
+    newest = find_resumable(log_root)
+    if subcommand == "fit":
+        if keyword == "best":
+            raise UserError("fit resumes from --ckpt_path last or from a checkpoint file, not from 'best'.")
+        if newest is None:
+            say(f"No checkpoint to resume under '{log_root}': starting a new run.")
+            config.ckpt_path = None
+            return
+        init_args.version = newest.parent.parent.name
+        say(f"Resuming from {newest}; this run continues in {newest.parent.parent}.")
+    elif newest is None:
+        raise UserError(f"--ckpt_path {keyword}: no checkpoint under '{log_root}' yet; run 'fit' first.")
+    config.ckpt_path = str(newest if keyword == "last" else best_checkpoint_of(newest))
+
+
+def check_log_dir(trainer: L.Trainer) -> None:
+    """Fail before anything runs when the folder for logs and checkpoints cannot be created or written."""
+    logger = trainer.logger
+    folder = Path(logger.save_dir if logger is not None and logger.save_dir else trainer.default_root_dir)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
         raise UserError(
-            f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). "
-            "Pass a .ckpt file written by this project's 'fit'."
+            f"cannot write logs and checkpoints to '{folder}' ({err.strerror or err}). Choose a writable "
+            f"folder with --trainer.logger.init_args.save_dir (and --trainer.default_root_dir)."
         ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"--ckpt_path '{ckpt_path}' is not a Lightning checkpoint (it has no 'state_dict').")
 
 
 class MNISTLightningCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for the MNIST classifier, configured by YAML files.
 
-    On top of LightningCLI: checks ``--ckpt_path`` before anything starts, prints the best checkpoint when
-    ``fit`` ends; ``test`` writes ``metrics.json`` and the report files (``report.REPORT_FILES``) and
-    ``predict`` writes ``predictions.csv``, all in the run's log directory.
+    On top of LightningCLI: checks settings, the log folder and ``--ckpt_path`` before anything starts
+    (``last``/``best`` meaning the newest run's), loads checkpoints ``weights_only``, writes them atomically
+    and saves one on Ctrl-C/SIGTERM, and prints the best checkpoint when ``fit`` ends; ``test`` writes
+    ``metrics.json`` and the report files (``report.REPORT_FILES``) and ``predict`` writes
+    ``predictions.csv``, all in the run's log directory.
     """
+
+    checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
@@ -55,8 +126,28 @@ class MNISTLightningCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
-        if subcommand:
-            check_checkpoint(self.config[subcommand].get("ckpt_path"))
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        check_learning_rate(config.model)
+        if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
+            config.weights_only = True
+        resolve_checkpoint_keyword(subcommand, config)
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
+            self.checkpoint = read_checkpoint(ckpt_path)
+
+    def after_instantiate_classes(self) -> None:
+        if self.checkpoint is not None:
+            check_architecture(self.model, self.checkpoint, self.config[self.subcommand].ckpt_path)
+            self.checkpoint = None
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        check_log_dir(trainer)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        return trainer
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
@@ -102,14 +193,22 @@ def main(args: list[str] | None = None) -> None:
     # Redraw the progress bar every 50 steps, not every step (a visible cost for a model this small);
     # Lightning's TQDMProgressBar honours this variable, and users can still set it themselves.
     os.environ.setdefault("TQDM_MINITERS", "50")
+    interrupt_checkpoint = InterruptCheckpoint()
     try:
         MNISTLightningCLI(
             MNISTClassifier,
             MNISTDataModule,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            trainer_defaults={"callbacks": [interrupt_checkpoint]},
+            parser_class=ConciseArgumentParser,
             args=args,
         )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    except SIGTERMException:  # a SystemExit without status; InterruptCheckpoint told where the checkpoint is
+        raise SystemExit(interrupt_checkpoint.exit_status) from None
+    except KeyboardInterrupt:  # Ctrl-C before the Trainer runs (then Lightning or InterruptCheckpoint acts)
+        print("Interrupted (Ctrl-C) before the run started.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -95,7 +95,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
     Each step takes one global batch of ``batch_size * world_size`` samples and splits it between the
     ranks, so all ranks take the same number of steps (DDP needs that) and ``batch_size`` is per device.
     The order is a permutation seeded by ``seed + epoch`` when shuffling: identical on every rank, and
-    replayed exactly when a run resumes at that epoch.
+    replayed exactly when a run resumes at that epoch. ``resume_at`` skips the batches of an epoch that a run
+    interrupted mid-epoch had already trained on.
     """
 
     def __init__(
@@ -114,25 +115,39 @@ class ShardedBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._resume_point: tuple[int, int] | None = None
         step = batch_size * world_size
         self._starts = list(range(0, num_samples, step))
         if len(self._starts) > 1 and num_samples - self._starts[-1] < world_size:
             self._starts.pop()  # a tail too small to give every rank a sample joins the previous step
 
+    @property
+    def sampler(self) -> ShardedBatchSampler:
+        """Itself: Lightning calls ``set_epoch`` on ``dataloader.batch_sampler.sampler`` at each epoch."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, epoch: int, batches_done: int) -> None:
+        """Make the next pass, if it is over ``epoch``, leave out its first ``batches_done`` batches."""
+        self._resume_point = (epoch, batches_done)
 
     def __len__(self) -> int:
         return len(self._starts)
 
     def __iter__(self) -> Iterator[list[int]]:
+        resume_epoch, skip = self._resume_point or (self.epoch, 0)
+        self._resume_point = None
+        if resume_epoch != self.epoch:
+            skip = 0
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
         ends = self._starts[1:] + [self.num_samples]
-        for start, end in zip(self._starts, ends, strict=False):
+        for start, end in zip(self._starts[skip:], ends[skip:], strict=True):
             yield order[start:end].tensor_split(self.world_size)[self.rank].tolist()
 
 
@@ -160,6 +175,26 @@ class TensorBatchDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.as_tensor(indices, device=self.labels.device)
         return normalize(self.images[index]), self.labels[index]
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch through Lightning's ``state_dict`` protocol.
+
+    Lightning stores ``state_dict()`` in every checkpoint and, when a run resumes from a checkpoint taken
+    mid-epoch (an interrupted run), hands it back to ``load_state_dict()``: the epoch then goes on with
+    exactly the batches it had not trained on yet. ``batches_done`` reports how many batches of the current
+    epoch the trainer has finished.
+    """
+
+    def __init__(self, *args, batches_done: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.batch_sampler.epoch, "batches_done": self.batches_done()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.resume_at(state["epoch"], state["batches_done"])
 
 
 def _keep_batch(batch):
@@ -302,7 +337,7 @@ class MNISTDataModule(L.LightningDataModule):
             for idx in index_sets
         ]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, shuffle: bool, loader_class: type[DataLoader] = DataLoader, **kwargs):
         dataset = self.datasets[split]
         trainer = self.trainer
         sampler = ShardedBatchSampler(
@@ -313,19 +348,28 @@ class MNISTDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
         )
+        if trainer is not None:
+            sampler.set_epoch(trainer.current_epoch)  # a resumed run's epoch: workers start before set_epoch
         tensors = isinstance(dataset, TensorBatchDataset)
-        return DataLoader(
+        return loader_class(
             dataset,
             batch_sampler=sampler,
             collate_fn=_keep_batch if tensors else None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory and not self.data_on_device,
             persistent_workers=self.num_workers > 0,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
         overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
-        return self._loader("train", shuffle=not overfitting)
+        return self._loader(
+            "train", not overfitting, loader_class=ResumableDataLoader, batches_done=self._batches_done
+        )
+
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch the trainer has finished (their optimizer step is done)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -66,8 +66,25 @@ def _accuracy() -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro", validate_args=False)
 
 
-def _mean() -> MeanMetric:
-    return MeanMetric(nan_strategy="disable")
+class SampleMean(MeanMetric):
+    """The mean over samples of a quantity given per batch: ``update(batch_mean, batch_size)``.
+
+    Sums in float64, which are exact in any order: one device and the ranks of DDP (whose sums are added)
+    give the same mean. No NaN check, so no host-device sync per step. (torchmetrics' MeanMetric ignores the
+    weights when ``nan_strategy="disable"``, which made the loss a mean of batch means.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__(nan_strategy="disable")
+        self.set_dtype(torch.float64)  # float32 on MPS, which has no float64: see MNISTClassifier.setup
+
+    def update(self, value: torch.Tensor, weight: int) -> None:
+        self.mean_value += value.to(self.mean_value.dtype) * weight
+        self.weight += weight
+
+
+def _mean() -> SampleMean:
+    return SampleMean()
 
 
 def _confusion_matrix() -> MulticlassConfusionMatrix:
@@ -130,10 +147,10 @@ class MNISTClassifier(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        losses = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing, reduction="none")
-        self.train_loss.update(losses.detach())  # per sample: exact epoch mean (see _evaluate)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        self.train_loss.update(loss.detach(), len(y))
         self.train_acc.update(logits.detach(), y)
-        return losses.mean()
+        return loss
 
     def on_train_epoch_end(self) -> None:
         self._log_and_reset("train", self.train_loss, self.train_acc)
@@ -172,23 +189,26 @@ class MNISTClassifier(L.LightningModule):
         return self(batch[0]).softmax(dim=1)
 
     def _evaluate(
-        self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: MeanMetric, acc_metric
+        self, batch: tuple[torch.Tensor, torch.Tensor], loss_metric: SampleMean, acc_metric
     ) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        # per-sample losses: MeanMetric(nan_strategy="disable") ignores a weight, so batch means would be
-        # averaged unweighted (wrong for a short last batch, and different with the number of devices)
-        loss_metric.update(F.cross_entropy(logits, y, reduction="none"))
+        loss_metric.update(F.cross_entropy(logits, y), len(y))
         acc_metric.update(logits, y)
         return logits
 
-    def _log_and_reset(self, stage: str, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> float:
+    def _log_and_reset(self, stage: str, loss_metric: SampleMean, acc_metric: MulticlassAccuracy) -> float:
         """Log the epoch's exact loss and accuracy over all samples (and ranks); returns the accuracy."""
-        loss, accuracy = loss_metric.compute(), acc_metric.compute()
+        loss, accuracy = loss_metric.compute().float(), acc_metric.compute()
         loss_metric.reset()
         acc_metric.reset()
         self.log_dict({f"{stage}_loss": loss, f"{stage}_acc": accuracy}, prog_bar=stage != "train")
         return accuracy.item()
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.strategy.root_device.type == "mps":
+            for loss_metric in (self.train_loss, self.val_loss, self.test_loss):
+                loss_metric.set_dtype(torch.float32)
 
     def _tensorboard(self) -> TensorBoardLogger | None:
         return next((logger for logger in self.loggers if isinstance(logger, TensorBoardLogger)), None)

@@ -111,3 +111,41 @@ def test_present_files_need_no_network(tiny_data, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     MNISTDataModule(data_dir=str(tiny_data)).prepare_data()
+
+
+def test_a_fit_reshuffles_every_epoch_and_uses_each_training_image_once(tiny_data):
+    import lightning as L
+
+    from mnist_lightning import MNISTClassifier
+
+    class RecordLabels(L.Callback):
+        def __init__(self):
+            self.epochs: dict[int, list[torch.Tensor]] = {}
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            self.epochs.setdefault(trainer.current_epoch, []).append(batch[1])
+
+    dm = MNISTDataModule(data_dir=str(tiny_data), batch_size=32, val_size=100)
+    record = RecordLabels()
+    trainer = L.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=[record],
+    )  # fmt: skip
+    trainer.fit(MNISTClassifier(hidden_sizes=[8]), dm)
+    first, second = (torch.cat(record.epochs[epoch]) for epoch in (0, 1))
+    expected = dm.datasets["train"].labels.sort().values
+    assert torch.equal(first.sort().values, expected) and torch.equal(second.sort().values, expected)
+    assert not torch.equal(first, second)
+
+
+def test_sampler_resumed_mid_epoch_yields_exactly_the_remaining_batches():
+    def batches(**resume):
+        sampler = ShardedBatchSampler(100, 8, shuffle=True, seed=5, rank=1, world_size=2)
+        if resume:
+            sampler.resume_at(**resume)
+        sampler.set_epoch(3)
+        return list(sampler)
+
+    full = batches()
+    assert batches(epoch=3, batches_done=4) == full[4:]
+    assert batches(epoch=2, batches_done=4) == full  # a resume point of another epoch is dropped

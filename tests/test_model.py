@@ -65,3 +65,17 @@ def test_one_cycle_scheduler_spans_the_whole_run_and_steps_per_batch():
     config = model.configure_optimizers()
     assert config["lr_scheduler"]["interval"] == "step"
     assert config["lr_scheduler"]["scheduler"].total_steps == 123
+
+
+def test_sample_mean_weighs_batches_by_size_and_is_exact_when_shards_are_merged():
+    from mnist_lightning.model import SampleMean
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [(torch.rand((), generator=generator) * 3, size) for size in [64] * 20 + [17, 5]]
+    one_device, rank0, rank1 = SampleMean(), SampleMean(), SampleMean()
+    for index, (batch_mean, size) in enumerate(batches):
+        one_device.update(batch_mean, size)
+        (rank0 if index % 2 == 0 else rank1).update(batch_mean, size)
+    rank0.merge_state(rank1)  # what DDP's sum of the states does
+    expected = sum(m.double() * n for m, n in batches) / sum(n for _, n in batches)
+    assert one_device.compute().item() == rank0.compute().item() == pytest.approx(expected.item(), abs=1e-12)

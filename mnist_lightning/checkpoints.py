@@ -1,0 +1,102 @@
+"""Checkpoint files given to the command line: checked before use, and found for ``--ckpt_path last``."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_lightning.errors import UserError
+from mnist_lightning.model import MNISTClassifier
+
+CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
+RESUMABLE_NAMES = ("last.ckpt", "interrupted.ckpt")
+
+
+def read_checkpoint(ckpt_path: str) -> dict:
+    """Load ``ckpt_path`` on the CPU; a clear UserError unless it is a checkpoint of MNISTClassifier.
+
+    Only tensors and plain values are unpickled (``weights_only``, as LightningCLI and the Trainer load it
+    too), so a file from an untrusted source cannot run code.
+    """
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise UserError(
+            f"--ckpt_path '{ckpt_path}' does not exist. Checkpoints are written to "
+            f"lightning_logs/version_N/checkpoints/ by 'fit'; pass one of those files."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Unsupported global" in str(err):
+            raise UserError(
+                f"--ckpt_path '{ckpt_path}' holds pickled Python objects besides weights and plain values; "
+                f"they are not loaded since they could run arbitrary code (checkpoints written by this "
+                f"project's 'fit' hold none)."
+            ) from None
+        raise UserError(_unreadable_message(ckpt_path, err)) from None
+    except Exception as err:
+        raise UserError(_unreadable_message(ckpt_path, err)) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"--ckpt_path '{ckpt_path}' is not a Lightning checkpoint (it has no 'state_dict').")
+    _check_model_class(ckpt_path, checkpoint.get("hyper_parameters") or {})
+    return checkpoint
+
+
+def _unreadable_message(ckpt_path: str, err: Exception) -> str:
+    first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return (
+        f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}: {first_line}). "
+        f"Pass a .ckpt file written by this project's 'fit'."
+    )
+
+
+def _check_model_class(ckpt_path: str, hparams: dict) -> None:
+    class_path = hparams.get("_class_path")
+    ours = f"{MNISTClassifier.__module__}.{MNISTClassifier.__qualname__}"
+    accepted = set(inspect.signature(MNISTClassifier).parameters) | {"_class_path", "_instantiator"}
+    unknown = sorted(set(hparams) - accepted)
+    if (class_path and class_path != ours) or unknown:
+        origin = class_path or f"hyperparameters {', '.join(unknown)}"
+        raise UserError(
+            f"--ckpt_path '{ckpt_path}' was written by a different model ({origin}), not by {ours}; "
+            f"it cannot be loaded here."
+        )
+
+
+def check_architecture(model: nn.Module, checkpoint: dict, ckpt_path: str) -> None:
+    """Fail with a clear message when the checkpoint's weights do not fit the configured network."""
+    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    found = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    differences = [
+        f"{name} is {found.get(name, 'missing')} in the checkpoint but {expected.get(name, 'absent')} here"
+        for name in sorted(expected.keys() | found.keys())
+        if expected.get(name) != found.get(name)
+    ]
+    if differences:
+        more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
+        raise UserError(
+            f"--ckpt_path '{ckpt_path}' holds a different network than the configured model: "
+            f"{'; '.join(differences[:2])}{more}. Use the settings it was trained with (the config.yaml of "
+            f"its run), e.g. --model.hidden_sizes."
+        )
+
+
+def find_resumable(log_root: str | Path) -> Path | None:
+    """The newest ``last.ckpt`` or ``interrupted.ckpt`` of the runs in ``log_root/*/checkpoints/``."""
+    found = [path for name in RESUMABLE_NAMES for path in Path(log_root).glob(f"*/checkpoints/{name}")]
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def best_checkpoint_of(checkpoint_path: Path) -> str:
+    """The best checkpoint recorded by the monitoring ModelCheckpoint in ``checkpoint_path``'s saved state."""
+    states = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("callbacks", {})
+    for state in states.values():
+        if state.get("monitor") and state.get("best_model_path"):
+            return state["best_model_path"]
+    raise UserError(
+        f"--ckpt_path best: '{checkpoint_path}' records no best checkpoint; pass a checkpoint file."
+    )

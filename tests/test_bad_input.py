@@ -1,0 +1,228 @@
+"""Every input a user can get wrong ends in one clear message and exit status 2, before anything trains,
+and leaves the checkpoints and logs of earlier runs as they were."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import CONFIG, QUICK, write_idx, write_mnist
+from inprocess import run_main
+
+
+@pytest.fixture(scope="module")
+def previous_run(tmp_path_factory, tiny_data) -> Path:
+    """A folder where one fit has already written lightning_logs/version_0 (checkpoints, config, events)."""
+    cwd = tmp_path_factory.mktemp("previous")
+    status, _, stderr = run_main("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=cwd)
+    assert status == 0, stderr[-3000:]
+    return cwd
+
+
+@pytest.fixture
+def workdir(tmp_path, previous_run) -> Path:
+    shutil.copytree(previous_run / "lightning_logs", tmp_path / "lightning_logs")
+    return tmp_path
+
+
+def contents(folder: Path) -> dict[str, str]:
+    files = (path for path in folder.rglob("*") if path.is_file())
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def assert_fails_clearly(workdir: Path, *args: object, expect: tuple[str, ...]) -> str:
+    """Run the CLI in ``workdir``: status 2, each of ``expect`` in a short message, earlier runs intact."""
+    before = contents(workdir / "lightning_logs")
+    status, _, stderr = run_main(*args, cwd=workdir)
+    assert status == 2, stderr[-3000:]
+    assert stderr.startswith("error: ") or "\nerror: " in stderr
+    assert "Traceback" not in stderr and "usage:" not in stderr
+    for fragment in expect:
+        assert fragment in stderr
+    after = contents(workdir / "lightning_logs")
+    assert {name: after.get(name) for name in before} == before
+    assert not any("checkpoints" in name for name in after.keys() - before.keys())
+    return stderr
+
+
+def fit(data_dir: Path | str, *extra: object) -> tuple[object, ...]:
+    return ("fit", "--config", CONFIG, f"--data.data_dir={data_dir}", *QUICK, *extra)
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder_exists", [False, True], ids=["missing", "empty"])
+def test_data_folder_missing_or_empty_without_network(workdir, monkeypatch, folder_exists):
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    if folder_exists:
+        (workdir / "data" / "MNIST" / "raw").mkdir(parents=True)
+    raw = str((workdir / "data" / "MNIST" / "raw").resolve())
+    assert_fails_clearly(workdir, *fit("data"), expect=(raw, "t10k-labels-idx1-ubyte", "--data.data_dir"))
+
+
+def damaged_copy(workdir: Path, tiny_data: Path, name: str) -> Path:
+    data = workdir / "data"
+    shutil.copytree(tiny_data, data)
+    return data / "MNIST" / "raw" / name
+
+
+def test_truncated_idx_file(workdir, tiny_data):
+    path = damaged_copy(workdir, tiny_data, "train-images-idx3-ubyte")
+    path.write_bytes(path.read_bytes()[:5000])
+    assert_fails_clearly(
+        workdir, *fit("data"), expect=("MNIST/raw/train-images-idx3-ubyte", "truncated or corrupt")
+    )
+
+
+def test_corrupt_idx_file(workdir, tiny_data):
+    path = damaged_copy(workdir, tiny_data, "t10k-images-idx3-ubyte")
+    path.write_bytes(b"<html>Not Found</html>" + path.read_bytes()[22:])
+    assert_fails_clearly(
+        workdir, "test", *fit("data")[1:], expect=("MNIST/raw/t10k-images-idx3-ubyte", "corrupt")
+    )
+
+
+def test_label_file_that_does_not_match_its_image_file(workdir, tiny_data):
+    path = damaged_copy(workdir, tiny_data, "train-labels-idx1-ubyte")
+    write_idx(path, torch.zeros(500, dtype=torch.uint8))
+    assert_fails_clearly(workdir, *fit("data"), expect=("do not match", "512 images", "500 labels"))
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------
+
+
+def last_checkpoint(workdir: Path) -> dict:
+    return torch.load(workdir / "lightning_logs/version_0/checkpoints/last.ckpt", weights_only=True)
+
+
+def test_checkpoint_that_does_not_exist(workdir, tiny_data):
+    assert_fails_clearly(
+        workdir, *fit(tiny_data, "--ckpt_path", "nope.ckpt"), expect=("nope.ckpt", "does not exist")
+    )
+
+
+def test_file_that_is_not_a_checkpoint(workdir, tiny_data):
+    (workdir / "notes.ckpt").write_text("not a checkpoint")
+    assert_fails_clearly(
+        workdir,
+        *fit(tiny_data, "--ckpt_path", "notes.ckpt"),
+        expect=("notes.ckpt", "not a readable checkpoint"),
+    )
+
+
+def test_checkpoint_with_pickled_objects_is_not_unpickled(workdir, tiny_data):
+    checkpoint = last_checkpoint(workdir)
+    checkpoint["extra"] = argparse.Namespace(anything="code could run here")
+    torch.save(checkpoint, workdir / "pickled.ckpt")
+    assert_fails_clearly(
+        workdir,
+        *fit(tiny_data, "--ckpt_path", "pickled.ckpt"),
+        expect=("pickled.ckpt", "could run arbitrary code"),
+    )
+
+
+def test_checkpoint_of_a_different_model(workdir, tiny_data):
+    checkpoint = last_checkpoint(workdir)
+    checkpoint["hyper_parameters"] = {"num_filters": 32, "kernel_size": 3}
+    torch.save(checkpoint, workdir / "cnn.ckpt")
+    assert_fails_clearly(
+        workdir,
+        "test",
+        *fit(tiny_data, "--ckpt_path", "cnn.ckpt")[1:],
+        expect=("different model", "num_filters"),
+    )
+
+
+def test_checkpoint_of_a_different_architecture(workdir, tiny_data):
+    checkpoint = last_checkpoint(workdir)
+    del checkpoint["hyper_parameters"]  # as from a bare Trainer.save_checkpoint of another network
+    checkpoint["state_dict"] = {name: tensor[:32] for name, tensor in checkpoint["state_dict"].items()}
+    torch.save(checkpoint, workdir / "narrow.ckpt")
+    assert_fails_clearly(
+        workdir,
+        *fit(tiny_data, "--ckpt_path", "narrow.ckpt"),
+        expect=(
+            "different network",
+            "(32, 784) in the checkpoint but (128, 784) here",
+            "--model.hidden_sizes",
+        ),
+    )
+
+
+# ---- settings -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "setting,fragment",
+    [
+        ("--data.batch_size=0", "data.batch_size must be at least 1"),
+        ("--model.optimizer.init_args.lr=0", "must be greater than 0"),
+        ("--model.optimizer.init_args.lr=-0.001", "must be greater than 0"),
+        ("--data.val_size=0", "data.val_size must be between 1 and 59999"),
+        ("--data.val_size=60000", "data.val_size must be between 1 and 59999"),
+        ("--model.hidden_sizes=[]", "model.hidden_sizes must be a non-empty list"),
+        ("--model.hidden_sizes=[64,0]", "model.hidden_sizes must be a non-empty list"),
+        ("--model.dropout=1.0", "model.dropout must be in [0, 1)"),
+        ("--model.dropout=-0.1", "model.dropout must be in [0, 1)"),
+    ],
+)
+def test_invalid_setting(workdir, tiny_data, setting, fragment):
+    assert_fails_clearly(workdir, *fit(tiny_data, setting), expect=(fragment,))
+
+
+@pytest.mark.parametrize(
+    "problem,args,fragment",
+    [
+        ("unknown key", ("--model.hiden_sizes=[10]",), "hiden_sizes"),
+        ("unknown key in a config file", ("--config", "typo.yaml"), "hiden_sizes"),
+        ("config file that does not exist", ("--config", "nope.yaml"), "nope.yaml"),
+        ("value of the wrong type", ("--data.batch_size=many",), "many"),
+    ],
+)
+def test_bad_option_or_config_file_is_one_short_message(workdir, tiny_data, problem, args, fragment):
+    (workdir / "typo.yaml").write_text("model:\n  hiden_sizes: [10]\n")
+    stderr = assert_fails_clearly(workdir, *fit(tiny_data), *args, expect=(fragment, "--help"))
+    assert len(stderr.strip().splitlines()) <= 4
+
+
+def test_help_still_lists_the_options(workdir):
+    status, stdout, _ = run_main("fit", "--help", cwd=workdir)
+    assert status == 0 and "--data.batch_size" in stdout and "--ckpt_path" in stdout
+
+
+def test_log_directory_that_cannot_be_written(workdir, tiny_data):
+    (workdir / "blocker").write_text("a file where the log folder should go")
+    assert_fails_clearly(
+        workdir,
+        *fit(tiny_data, "--trainer.logger.init_args.save_dir=blocker/logs"),
+        expect=("cannot write logs and checkpoints to 'blocker/logs'", "--trainer.logger.init_args.save_dir"),
+    )
+
+
+def test_resume_last_with_nothing_to_resume_starts_a_new_run(tmp_path, tiny_data):
+    status, stdout, stderr = run_main(*fit(write_mnist(tmp_path / "d"), "--ckpt_path", "last"), cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    assert "No checkpoint to resume under 'lightning_logs': starting a new run." in stdout
+    assert (tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_test_with_last_or_best_uses_that_checkpoint_of_the_newest_run(workdir, tiny_data):
+    checkpoints = "lightning_logs/version_0/checkpoints/"
+    [best] = [path.name for path in (workdir / checkpoints).glob("epoch=*.ckpt")]
+    for keyword, version, used in (("last", "version_1", "last.ckpt"), ("best", "version_2", best)):
+        status, _, stderr = run_main("test", *fit(tiny_data, "--ckpt_path", keyword)[1:], cwd=workdir)
+        assert status == 0, stderr[-3000:]
+        assert (workdir / "lightning_logs" / version / "metrics.json").is_file()
+        config = yaml.safe_load((workdir / "lightning_logs" / version / "config.yaml").read_text())
+        assert config["ckpt_path"] == checkpoints + used
+    assert_fails_clearly(workdir, *fit(tiny_data, "--ckpt_path", "best"), expect=("--ckpt_path last",))
