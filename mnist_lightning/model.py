@@ -49,6 +49,12 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def _takes_total_steps(scheduler: LRSchedulerCallable) -> bool:
+    """Whether the scheduler takes ``total_steps``; from the CLI it is a partial naming every argument."""
+    keywords = getattr(scheduler, "keywords", {})
+    return "total_steps" in keywords or "total_steps" in inspect.signature(scheduler).parameters
+
+
 def _accuracy() -> MulticlassAccuracy:
     return MulticlassAccuracy(num_classes=NUM_CLASSES, average="micro", validate_args=False)
 
@@ -158,7 +164,7 @@ class MNISTClassifier(L.LightningModule):
         optimizer = self.optimizer(self.parameters())
         if self.scheduler is None:
             return optimizer
-        if "total_steps" in inspect.signature(self.scheduler).parameters:
+        if _takes_total_steps(self.scheduler):
             scheduler = self.scheduler(optimizer, total_steps=int(self.trainer.estimated_stepping_batches))
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
