@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from mnist_lightning.augment import Augmentation
 from mnist_lightning.errors import UserError
 
 MNIST_MEAN = 0.1307
@@ -161,6 +162,8 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes (0 loads in the main process, best for ``tensor``).
         pin_memory: pin batches in page-locked memory for faster host-to-GPU copies.
         data_on_device: keep the tensors on the training device (a GPU), so no batch is copied per step.
+        augment: random distortions of training batches (see :class:`Augmentation`), applied on the device
+            after each batch is transferred, never to validation, test or predict batches; ``None`` is off.
     """
 
     def __init__(
@@ -173,6 +176,7 @@ class MNISTDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         data_on_device: bool = False,
+        augment: Augmentation | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -190,6 +194,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.data_on_device = data_on_device
+        self.augment = augment
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
@@ -258,6 +263,13 @@ class MNISTDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory and not self.data_on_device,
             persistent_workers=self.num_workers > 0,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Distort training batches with ``augment``; every other batch passes unchanged."""
+        if self.augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        return self.augment(images), labels
 
     def train_dataloader(self) -> DataLoader:
         overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
