@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
+from mnist_lightning.augment import Augmentation
 from mnist_lightning.errors import UserError
 from mnist_lightning.images import InvertMode, find_images, load_digits
 
@@ -219,6 +220,8 @@ class MNISTDataModule(L.LightningDataModule):
             unset, the 10k test images. Files are prepared like MNIST digits (``mnist_lightning.images``).
         invert: make image files white-on-black: ``auto`` inverts those with a light background,
             ``always`` and ``never`` force it.
+        augment: random distortions of training batches (see :class:`Augmentation`), applied on the device
+            after each batch is transferred, never to validation, test or predict batches; ``None`` is off.
 
     After ``setup("predict")``: ``predict_files`` lists the predicted files in order (None for the test set)
     and ``unreadable_files`` the ``(path, reason)`` of files that could not be used.
@@ -236,6 +239,7 @@ class MNISTDataModule(L.LightningDataModule):
         data_on_device: bool = False,
         predict_path: str | None = None,
         invert: InvertMode = "auto",
+        augment: Augmentation | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -255,6 +259,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.data_on_device = data_on_device
         self.predict_path = predict_path
         self.invert = invert
+        self.augment = augment
         self.datasets: dict[str, Dataset] = {}
         self.predict_files: list[Path] | None = None
         self.unreadable_files: list[tuple[Path, str]] = []
@@ -360,6 +365,13 @@ class MNISTDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             **kwargs,
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Distort training batches with ``augment``; every other batch passes unchanged."""
+        if self.augment is None or self.trainer is None or not self.trainer.training:
+            return batch
+        images, labels = batch
+        return self.augment(images), labels
 
     def train_dataloader(self) -> DataLoader:
         overfitting = self.trainer is not None and self.trainer.overfit_batches > 0
