@@ -2,9 +2,10 @@
 
     python benchmarks/presets.py --data_dir ../shared/datasets --seeds 1 2 3
 
-For each preset and seed: ``fit`` (timed as a whole process, start-up included) with ``--seed_everything`` and
-``--data.seed`` set to the seed, then ``test`` on the best checkpoint by validation accuracy. Prints a Markdown
-table (test accuracy mean and spread, epochs, fit wall time, parameters) and writes ``benchmarks/PRESETS.md``.
+For each preset and seed: ``fit`` (timed as a whole process, start-up included) with ``--seed_everything``
+and ``--data.seed`` set to the seed, then ``test`` on the best checkpoint by validation accuracy. Prints a
+Markdown table (test accuracy mean and spread, epochs, fit wall time, parameters) and writes
+``benchmarks/PRESETS.md``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+BATCH_NORM_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 PRESETS = {
     "default": ["default.yaml"],
     "fast": ["default.yaml", "fast.yaml"],
@@ -42,7 +44,7 @@ def trainable_parameters(checkpoint_path: Path) -> int:
     return sum(
         tensor.numel()
         for name, tensor in state.items()
-        if name.startswith("net.") and not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        if name.startswith("net.") and not name.endswith(BATCH_NORM_BUFFERS)
     )
 
 
@@ -54,9 +56,10 @@ def run(preset: str, seed: int, data_dir: str, workdir: Path) -> dict:
     wall = time.perf_counter() - start
     best = workdir / re.search(r"Best checkpoint: (\S+)", fitted.stdout).group(1)
     tested = cli("test", *common, f"--ckpt_path={best}", cwd=workdir)
-    metrics = json.loads((workdir / re.search(r"Test metrics written to (\S+)", tested.stdout).group(1)).read_text())
+    metrics_path = workdir / re.search(r"Test metrics written to (\S+)", tested.stdout).group(1)
+    test_acc = json.loads(metrics_path.read_text())["test_acc"]
     epochs = torch.load(best.parent / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] + 1
-    return {"test_acc": metrics["test_acc"], "wall": wall, "epochs": epochs, "params": trainable_parameters(best)}
+    return {"test_acc": test_acc, "wall": wall, "epochs": epochs, "params": trainable_parameters(best)}
 
 
 def main() -> None:
@@ -83,7 +86,11 @@ def main() -> None:
                 f"{', '.join(f'{a:.2f}' for a in accuracies)} | {runs[0]['epochs']} | "
                 f"{statistics.median(r['wall'] for r in runs):.0f} s | {runs[0]['params']:,} |"
             )
-    table = "\n".join(lines) + f"\n\nSeeds {', '.join(map(str, args.seeds))}; `python benchmarks/presets.py`.\n"
+    seeds = ", ".join(map(str, args.seeds))
+    table = (
+        "\n".join(lines)
+        + f"\n\nSeeds {seeds}; `python benchmarks/presets.py --seeds {' '.join(map(str, args.seeds))}`.\n"
+    )
     Path(args.output).write_text(table)
     print(table)
 
