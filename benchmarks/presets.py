@@ -86,11 +86,8 @@ def main() -> None:
                 f"{', '.join(f'{a:.2f}' for a in accuracies)} | {runs[0]['epochs']} | "
                 f"{statistics.median(r['wall'] for r in runs):.0f} s | {runs[0]['params']:,} |"
             )
-    seeds = ", ".join(map(str, args.seeds))
-    table = (
-        "\n".join(lines)
-        + f"\n\nSeeds {seeds}; `python benchmarks/presets.py --seeds {' '.join(map(str, args.seeds))}`.\n"
-    )
+    seeds = " ".join(map(str, args.seeds))
+    table = "\n".join(lines) + f"\n\nSeeds {seeds}: `python benchmarks/presets.py --seeds {seeds}`.\n"
     Path(args.output).write_text(table)
     print(table)
 
