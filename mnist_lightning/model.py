@@ -222,9 +222,9 @@ class MNISTClassifier(L.LightningModule):
         confusion = self.val_confusion.compute()  # gathers from all ranks: every rank calls it
         self.val_confusion.reset()
         if self.trainer.is_global_zero:
-            # drawn every epoch, so without cell counts: ~0.1 s instead of ~0.4 s
-            tag, step = "val_confusion_matrix", self.global_step
-            report.log_confusion_matrix(tensorboard.experiment, tag, confusion.cpu(), step, annotate=False)
+            # drawn every epoch, so a bare heat map (1 ms) rather than the annotated figure (~0.4 s)
+            pixels, step = report.confusion_matrix_pixels(confusion), self.global_step
+            tensorboard.experiment.add_image("val_confusion_matrix", pixels, step, dataformats="HWC")
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best

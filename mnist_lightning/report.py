@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -184,32 +185,27 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
-def confusion_matrix_figure(confusion_matrix: torch.Tensor, title: str, annotate: bool = True) -> Figure:
-    """A heat map of the counts (log colour scale, so rare mistakes show).
-
-    ``annotate`` writes each count in its cell and adds a colour bar; without them the figure draws about five
-    times faster, which suits the per-epoch validation image.
-    """
+def confusion_matrix_figure(confusion_matrix: torch.Tensor, title: str) -> Figure:
+    """A heat map of the counts (log colour scale, so rare mistakes show), each count written in its cell."""
     counts = confusion_matrix.to(torch.long).cpu().numpy()
     classes = np.arange(counts.shape[0])
-    figure = _new_figure(6.4, 5.6) if annotate else _new_figure(4.4, 4.0)
+    figure = _new_figure(6.4, 5.6)
     axes = figure.subplots()
     norm = LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
     image = axes.imshow(np.ma.masked_equal(counts, 0), cmap="Blues", norm=norm)
-    if annotate:
-        figure.colorbar(image, ax=axes, label="images (log scale)")
-        dark = math.sqrt(norm.vmax)  # cells above this are drawn dark enough for white text
-        for (row, col), count in np.ndenumerate(counts):
-            if count:
-                axes.text(
-                    col,
-                    row,
-                    str(count),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if count > dark else "black",
-                )
+    figure.colorbar(image, ax=axes, label="images (log scale)")
+    dark = math.sqrt(norm.vmax)  # cells above this are drawn dark enough for white text
+    for (row, col), count in np.ndenumerate(counts):
+        if count:
+            axes.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if count > dark else "black",
+            )
     axes.set(xticks=classes, yticks=classes, xlabel="Predicted digit", ylabel="True digit", title=title)
     axes.set_xticks(classes - 0.5, minor=True)
     axes.set_yticks(classes - 0.5, minor=True)
@@ -245,14 +241,22 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def log_confusion_matrix(
-    experiment, tag: str, confusion_matrix: torch.Tensor, step: int, annotate: bool = True
-) -> None:
+def confusion_matrix_pixels(confusion_matrix: torch.Tensor, cell: int = 16) -> np.ndarray:
+    """The matrix as a bare (H, W, 3) uint8 heat map, rows true digit, columns predicted, log-scaled blues.
+
+    No text, so it takes milliseconds, not the annotated figure's ~0.4 s: the per-epoch validation image.
+    """
+    counts = confusion_matrix.double().cpu()
+    level = torch.log1p(counts) / math.log1p(max(counts.max().item(), 1.0))
+    rgb = colormaps["Blues"](level.numpy())[..., :3]
+    return (np.kron(rgb, np.ones((cell, cell, 1))) * 255).astype(np.uint8)
+
+
+def log_confusion_matrix(experiment, tag: str, confusion_matrix: torch.Tensor, step: int) -> None:
     """Add the confusion-matrix heat map to a TensorBoard ``SummaryWriter`` as an image."""
     total = int(confusion_matrix.sum())
     accuracy = confusion_matrix.diagonal().sum().item() / max(total, 1)
-    title = f"{tag}: {total} images, accuracy {accuracy:.2%}"
-    figure = confusion_matrix_figure(confusion_matrix, title, annotate)
+    figure = confusion_matrix_figure(confusion_matrix, f"{tag}: {total} images, accuracy {accuracy:.2%}")
     experiment.add_image(tag, figure_pixels(figure), step, dataformats="HWC")
 
 
