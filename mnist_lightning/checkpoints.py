@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.model import MNISTClassifier
 
 CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
@@ -47,9 +47,8 @@ def read_checkpoint(ckpt_path: str) -> dict:
 
 
 def _unreadable_message(ckpt_path: str, err: Exception) -> str:
-    first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return (
-        f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}: {first_line}). "
+        f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}: {first_line(err)}). "
         f"Pass a .ckpt file written by this project's 'fit'."
     )
 

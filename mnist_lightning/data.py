@@ -16,7 +16,7 @@ from torchvision import datasets, transforms
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from mnist_lightning.augment import Augmentation
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.images import InvertMode, find_images, load_digits
 
 MNIST_MEAN = 0.1307
@@ -211,8 +211,9 @@ class MNISTDataModule(L.LightningDataModule):
         batch_size: samples per step on each device (the global batch is ``batch_size * devices``).
         val_size: training images held out for validation (the test set is the separate 10k).
         seed: seed of the train/val split and of the per-epoch shuffling; independent of device count.
-        loader: ``tensor`` keeps each split as one normalized tensor and fetches a batch with one indexing
-            operation; ``torchvision`` is the classic per-sample PIL pipeline, kept for comparison.
+        loader: ``tensor`` keeps each split as one uint8 tensor and fetches a batch with one indexing
+            operation, normalized as it is fetched; ``torchvision`` is the classic per-sample PIL pipeline,
+            kept for comparison.
         num_workers: DataLoader worker processes (0 loads in the main process, best for ``tensor``).
         pin_memory: pin batches in page-locked memory for faster host-to-GPU copies.
         data_on_device: keep the tensors on the training device (a GPU), so no batch is copied per step.
@@ -274,10 +275,8 @@ class MNISTDataModule(L.LightningDataModule):
         try:
             datasets.MNIST(self.data_dir, train=True, download=True)
         except Exception as err:  # URLError, RuntimeError("Error downloading ..."), OSError
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(
-                missing_files_message(self.data_dir, f"downloading failed ({first_line})")
-            ) from None
+            reason = f"downloading failed ({first_line(err) or type(err).__name__})"
+            raise UserError(missing_files_message(self.data_dir, reason)) from None
 
     def setup(self, stage: str) -> None:
         """Load what this stage needs: train/val for fit and validate, test for test, and for predict the
@@ -312,11 +311,7 @@ class MNISTDataModule(L.LightningDataModule):
                 f"None of the {len(files)} files of --data.predict_path '{predict_path}' could be read as an "
                 f"image of a digit ({reasons}). Pass PNG, JPEG or BMP files that show one digit each."
             )
-        labels = torch.full((len(digits),), -1)
-        if self.data_on_device and self.trainer is not None:
-            device = self.trainer.strategy.root_device
-            digits, labels = digits.to(device), labels.to(device)
-        return TensorBatchDataset(digits, labels)
+        return TensorBatchDataset(*self._placed(digits, torch.full((len(digits),), -1)))
 
     def split_indices(self, num_images: int = TRAIN_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
         """Train and val indices into the training images, fixed by ``seed`` alone (not by device count)."""
@@ -332,15 +327,20 @@ class MNISTDataModule(L.LightningDataModule):
             )
             full = datasets.MNIST(self.data_dir, train=train, transform=to_tensor)
             return [full if idx is None else Subset(full, idx.tolist()) for idx in index_sets]
-        if self.data_on_device and self.trainer is not None:
-            device = self.trainer.strategy.root_device
-            images, labels = images.to(device), labels.to(device)
+        images, labels = self._placed(images, labels)
         return [
             TensorBatchDataset(images, labels)
             if idx is None
             else TensorBatchDataset(images[idx], labels[idx])
             for idx in index_sets
         ]
+
+    def _placed(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The tensors on the training device when ``data_on_device`` is set, else as they are."""
+        if self.data_on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            return images.to(device), labels.to(device)
+        return images, labels
 
     def _loader(self, split: str, shuffle: bool, loader_class: type[DataLoader] = DataLoader, **kwargs):
         dataset = self.datasets[split]

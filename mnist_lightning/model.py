@@ -83,10 +83,6 @@ class SampleMean(MeanMetric):
         self.weight += weight
 
 
-def _mean() -> SampleMean:
-    return SampleMean()
-
-
 def _confusion_matrix() -> MulticlassConfusionMatrix:
     return MulticlassConfusionMatrix(num_classes=NUM_CLASSES, validate_args=False)
 
@@ -134,7 +130,7 @@ class MNISTClassifier(L.LightningModule):
         self.label_smoothing = label_smoothing
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.train_loss, self.val_loss, self.test_loss = _mean(), _mean(), _mean()
+        self.train_loss, self.val_loss, self.test_loss = SampleMean(), SampleMean(), SampleMean()
         self.train_acc, self.val_acc, self.test_acc = _accuracy(), _accuracy(), _accuracy()
         self.val_acc_best = 0.0
         self.val_confusion, self.test_confusion = _confusion_matrix(), _confusion_matrix()
