@@ -40,6 +40,14 @@ def test_fit_then_test_writes_checkpoints_config_events_and_metrics(tmp_path, ti
     assert 0.0 <= metrics["test_acc"] <= 1.0
 
 
+def test_checkpointing_off_on_the_command_line_trains_and_saves_no_checkpoint(tmp_path, tiny_data):
+    result = fit_tiny(tmp_path, tiny_data, "--trainer.enable_checkpointing=false")
+    assert "checkpoint callbacks are left out" in result.stdout
+    run_dir = tmp_path / "lightning_logs" / "version_0"
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_tensorboard_events_hold_epoch_curves(tmp_path, tiny_data):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
