@@ -166,6 +166,7 @@ def test_checkpoint_of_a_different_architecture(workdir, tiny_data):
     "setting,fragment",
     [
         ("--data.batch_size=0", "data.batch_size must be at least 1"),
+        ("--data.eval_batch_size=0", "data.eval_batch_size must be at least 1"),
         ("--model.optimizer.init_args.lr=0", "must be greater than 0"),
         ("--model.optimizer.init_args.lr=-0.001", "must be greater than 0"),
         ("--data.val_size=0", "data.val_size must be between 1 and 59999"),

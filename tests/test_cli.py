@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import CONFIG, QUICK, run_cli
 
@@ -46,6 +47,18 @@ def test_checkpointing_off_on_the_command_line_trains_and_saves_no_checkpoint(tm
     run_dir = tmp_path / "lightning_logs" / "version_0"
     assert list(run_dir.glob("events.out.tfevents.*"))
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_evaluation_batch_size_does_not_change_test_metrics(tmp_path, tiny_data, tiny_checkpoint):
+    args = ("test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", tiny_checkpoint)
+    metrics = []
+    for eval_batch_size in (7, 1000):
+        tested = run_cli(*args, f"--data.eval_batch_size={eval_batch_size}", cwd=tmp_path)
+        assert tested.returncode == 0, tested.stderr[-3000:]
+        path = re.search(r"Test metrics written to (\S+)", tested.stdout).group(1)
+        metrics.append(json.loads((tmp_path / path).read_text()))
+    assert metrics[0]["test_acc"] == metrics[1]["test_acc"]
+    assert metrics[0]["test_loss"] == pytest.approx(metrics[1]["test_loss"], rel=1e-6)
 
 
 def test_tensorboard_events_hold_epoch_curves(tmp_path, tiny_data):

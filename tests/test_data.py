@@ -42,6 +42,7 @@ def test_split_depends_on_seed_only(tiny_data):
 
 def test_both_loaders_yield_the_same_normalized_batches(tiny_data):
     fast, classic = make(tiny_data, loader="tensor"), make(tiny_data, loader="torchvision")
+    fast.eval_batch_size = classic.eval_batch_size = 32
     pairs = zip(fast.val_dataloader(), classic.val_dataloader(), strict=True)
     for (x_fast, y_fast), (x_classic, y_classic) in pairs:
         assert x_fast.shape == x_classic.shape == (len(y_fast), 1, 28, 28)
@@ -49,6 +50,14 @@ def test_both_loaders_yield_the_same_normalized_batches(tiny_data):
         assert x_fast.dtype == torch.float32 and y_fast.dtype == torch.int64
         assert torch.equal(x_fast, x_classic)
         assert torch.equal(y_fast, y_classic)
+
+
+def test_training_batches_use_batch_size_and_evaluation_batches_eval_batch_size(tiny_data):
+    dm = make(tiny_data, batch_size=32, eval_batch_size=50)
+    assert {len(y) for _, y in dm.train_dataloader()} == {32, (TINY_TRAIN - 100) % 32}
+    for loader in (dm.val_dataloader(), dm.test_dataloader(), dm.predict_dataloader()):
+        sizes = [len(y) for _, y in loader]
+        assert sizes[:-1] == [50] * (len(sizes) - 1) and 0 < sizes[-1] <= 50
 
 
 def test_normalization_matches_mnist_statistics(tiny_data):

@@ -79,3 +79,19 @@ def test_sample_mean_weighs_batches_by_size_and_is_exact_when_shards_are_merged(
     rank0.merge_state(rank1)  # what DDP's sum of the states does
     expected = sum(m.double() * n for m, n in batches) / sum(n for _, n in batches)
     assert one_device.compute().item() == rank0.compute().item() == pytest.approx(expected.item(), abs=1e-12)
+
+
+def test_train_accuracy_equals_torchmetrics_accuracy_also_when_shards_are_merged():
+    from mnist_lightning.model import TrainAccuracy, _accuracy
+
+    generator = torch.Generator().manual_seed(0)
+    reference, one_device, rank0, rank1 = _accuracy(), TrainAccuracy(), TrainAccuracy(), TrainAccuracy()
+    for index, size in enumerate([64] * 9 + [17]):
+        logits = torch.randn(size, 10, generator=generator)
+        target = torch.randint(0, 10, (size,), generator=generator)
+        reference.update(logits, target)
+        one_device.update(logits, target)
+        (rank0 if index % 2 == 0 else rank1).update(logits, target)
+    rank0.merge_state(rank1)
+    assert one_device.compute().item() == rank0.compute().item() == reference.compute().item()
+    assert 0.0 < reference.compute().item() < 0.3  # chance level: random logits
