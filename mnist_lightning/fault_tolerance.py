@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -43,7 +43,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             partial.unlink(missing_ok=True)
 
 
-class InterruptCheckpoint(OnExceptionCheckpoint):
+class InterruptCheckpoint(Checkpoint):
     """On SIGTERM or Ctrl-C during ``fit``: finish the current step, save ``interrupted.ckpt``, say where.
 
     The checkpoint sits beside the run's other checkpoints and resumes mid-epoch exactly (``fit --ckpt_path
@@ -51,12 +51,20 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
     Lightning handles SIGTERM, at the end of the current step, so the checkpoint never holds a half-applied
     optimizer step; a second Ctrl-C stops at once and saves nothing. Other errors save nothing either: the
     last epoch's ``last.ckpt`` is the state to go back to.
+
+    (Not a Lightning ``OnExceptionCheckpoint``: with one of those, Lightning turns every plain ``fit`` into
+    ``fit(ckpt_path="last")`` and warns about it; resuming is ``--ckpt_path last``'s job here.)
     """
 
     def __init__(self) -> None:
-        super().__init__(dirpath=".", filename="interrupted")
+        super().__init__()
+        self.dirpath = "."  # the run's checkpoint folder once the run has one
         self.signal = signal.SIGTERM
         self._default_ctrl_c: Any = None
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.dirpath, "interrupted.ckpt")
 
     @property
     def exit_status(self) -> int:
@@ -109,7 +117,7 @@ class InterruptCheckpoint(OnExceptionCheckpoint):
         self._restore_ctrl_c()
         if stage == TrainerFn.FITTING:
             self.dirpath = _checkpoint_folder(trainer)
-            super().teardown(trainer)
+            trainer.strategy.remove_checkpoint(self.ckpt_path)
 
 
 def _checkpoint_folder(trainer: L.Trainer) -> str:

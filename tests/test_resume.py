@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG
+from conftest import CONFIG, QUICK
 from inprocess import run_main
 
 # 448 training images in batches of 8: 56 steps per epoch, long enough to interrupt an epoch in its middle
@@ -118,3 +119,13 @@ def test_killed_then_interrupted_twice_a_run_resumes_to_the_weights_of_an_uninte
         assert all(
             torch.equal(final["optimizer_states"][0]["state"][index][key], state[key]) for key in state
         )
+
+
+def test_a_plain_fit_starts_fresh_beside_a_stray_interrupted_checkpoint(tmp_path, tiny_data, tiny_checkpoint):
+    shutil.copy(tiny_checkpoint, tmp_path / "interrupted.ckpt")  # a finished epoch, as if left by another run
+    args = ("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK)
+    status, _, stderr = run_main(*args, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    last = torch.load(checkpoints / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 4, "trained its own 4 steps, not resumed from ./interrupted.ckpt"
