@@ -130,8 +130,9 @@ def main() -> None:
         pairs = zip(samples[top], samples[bottom], strict=True)
         return [up["epoch_s"] / down["epoch_s"] for up, down in pairs]
 
-    ratio_ca, ratio_cb = statistics.median(ratios("c", "a")), statistics.median(ratios("c", "b"))
-    per_round_cb = ", ".join(f"{value:.2f}" for value in ratios("c", "b"))
+    rounds_cb = ratios("c", "b")
+    ratio_ca, ratio_cb = statistics.median(ratios("c", "a")), statistics.median(rounds_cb)
+    per_round_cb = ", ".join(f"{value:.2f}" for value in rounds_cb)
     rows = [
         ("(a) plain PyTorch, torchvision DataLoader", "a"),
         ("(b) plain PyTorch, pre-loaded tensors", "b"),

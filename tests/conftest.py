@@ -75,6 +75,13 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
+def run_on_checkpoint(
+    subcommand: str, checkpoint: Path, *args: str, cwd: Path
+) -> subprocess.CompletedProcess:
+    """``run_cli(SUBCOMMAND --config configs/default.yaml --ckpt_path CHECKPOINT ARGS)``."""
+    return run_cli(subcommand, "--config", CONFIG, "--ckpt_path", checkpoint, *args, cwd=cwd)
+
+
 # Arguments that make a CLI run tiny: a couple of small batches, no progress bar.
 QUICK = (
     "--trainer.max_epochs=1",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIG, QUICK, run_cli
+from conftest import CONFIG, QUICK, run_cli, run_on_checkpoint
 
 
 def fit_tiny(tmp_path: Path, tiny_data: Path, *extra: str):
@@ -50,10 +50,15 @@ def test_checkpointing_off_on_the_command_line_trains_and_saves_no_checkpoint(tm
 
 
 def test_evaluation_batch_size_does_not_change_test_metrics(tmp_path, tiny_data, tiny_checkpoint):
-    args = ("test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", tiny_checkpoint)
     metrics = []
     for eval_batch_size in (7, 1000):
-        tested = run_cli(*args, f"--data.eval_batch_size={eval_batch_size}", cwd=tmp_path)
+        tested = run_on_checkpoint(
+            "test",
+            tiny_checkpoint,
+            f"--data.data_dir={tiny_data}",
+            f"--data.eval_batch_size={eval_batch_size}",
+            cwd=tmp_path,
+        )
         assert tested.returncode == 0, tested.stderr[-3000:]
         path = re.search(r"Test metrics written to (\S+)", tested.stdout).group(1)
         metrics.append(json.loads((tmp_path / path).read_text()))

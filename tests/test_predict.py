@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, TINY_TEST, run_cli, write_mnist
+from conftest import CONFIG, TINY_TEST, run_cli, run_on_checkpoint, write_mnist
 from PIL import Image
 
 from mnist_lightning.data import MNISTDataModule, load_split, normalize
@@ -43,15 +43,7 @@ def assert_rows_match(rows: list[dict[str, str]], expected: torch.Tensor) -> Non
 
 
 def test_predict_without_a_path_predicts_the_test_set_in_order(tmp_path, tiny_data, tiny_checkpoint):
-    result = run_cli(
-        "predict",
-        "--config",
-        CONFIG,
-        f"--data.data_dir={tiny_data}",
-        "--ckpt_path",
-        tiny_checkpoint,
-        cwd=tmp_path,
-    )
+    result = run_on_checkpoint("predict", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path)
     rows = read_predictions(result, tmp_path)
     assert list(rows[0]) == ["index", "prediction", "confidence", *PROBABILITIES]
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST))
@@ -62,10 +54,9 @@ def test_predict_without_a_path_predicts_the_test_set_in_order(tmp_path, tiny_da
 
 def test_predict_on_two_processes_writes_each_row_once_in_order(tmp_path, tiny_checkpoint):
     data = write_mnist(tmp_path / "odd", test=TINY_TEST - 1)  # shards of 64 and 63 images
-    result = run_cli(
-        "predict", "--config", CONFIG, f"--data.data_dir={data}", "--ckpt_path", tiny_checkpoint,
-        "--data.batch_size=10", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-        cwd=tmp_path,
+    result = run_on_checkpoint(
+        "predict", tiny_checkpoint, f"--data.data_dir={data}", "--data.eval_batch_size=10",
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path,
     )  # fmt: skip
     rows = read_predictions(result, tmp_path)
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST - 1))
@@ -124,15 +115,7 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
 
 
 def test_predict_path_that_does_not_exist_is_a_clear_error(tmp_path, tiny_checkpoint):
-    result = run_cli(
-        "predict",
-        "--config",
-        CONFIG,
-        "--ckpt_path",
-        tiny_checkpoint,
-        "--data.predict_path=nowhere/*.png",
-        cwd=tmp_path,
-    )
+    result = run_on_checkpoint("predict", tiny_checkpoint, "--data.predict_path=nowhere/*.png", cwd=tmp_path)
     assert result.returncode == 2
     assert "nowhere/*.png" in result.stderr and "matches no files" in result.stderr
     assert "Traceback" not in result.stderr

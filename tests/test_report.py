@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CONFIG, TINY_TEST, run_cli, write_mnist
+from conftest import TINY_TEST, run_on_checkpoint, write_mnist
 from PIL import Image
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -118,15 +118,7 @@ def test_most_confident_mistakes_is_empty_when_nothing_is_wrong():
 
 
 def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, tiny_data, tiny_checkpoint):
-    tested = run_cli(
-        "test",
-        "--config",
-        CONFIG,
-        f"--data.data_dir={tiny_data}",
-        "--ckpt_path",
-        tiny_checkpoint,
-        cwd=tmp_path,
-    )
+    tested = run_on_checkpoint("test", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
 
     run = tmp_path / "lightning_logs" / "version_0"
@@ -174,10 +166,9 @@ def tensorboard_events(run: Path):
 def test_report_is_exact_on_two_processes_with_uneven_shards(tmp_path, tiny_checkpoint):
     """DDP on two CPU processes, 127 test images (64 + 63): the same numbers as the model on the whole set."""
     data = write_mnist(tmp_path / "odd", test=TINY_TEST - 1)
-    result = run_cli(
-        "test", "--config", CONFIG, f"--data.data_dir={data}", "--ckpt_path", tiny_checkpoint,
-        "--data.batch_size=10", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
-        cwd=tmp_path,
+    result = run_on_checkpoint(
+        "test", tiny_checkpoint, f"--data.data_dir={data}", "--data.eval_batch_size=10",
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"
