@@ -1,6 +1,20 @@
-"""mnist-lightning: train, compare and ship an MNIST digit classifier with PyTorch Lightning."""
+"""mnist-lightning: train, compare and ship an MNIST digit classifier with PyTorch Lightning.
 
-from mnist_lightning.data import MNISTDataModule
-from mnist_lightning.model import MLP, MNISTClassifier
+The classes are imported on first use, so ``python -m mnist_lightning runs`` and ``--help`` stay quick.
+"""
 
-__all__ = ["MLP", "MNISTClassifier", "MNISTDataModule"]
+from importlib import import_module
+
+_EXPORTS = {
+    "MNISTClassifier": "mnist_lightning.model",
+    "MNISTDataModule": "mnist_lightning.data",
+    "MLP": "mnist_lightning.nets",
+    "ConvNet": "mnist_lightning.nets",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mnist_lightning' has no attribute {name!r}")

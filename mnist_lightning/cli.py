@@ -1,9 +1,9 @@
-"""The command line: LightningCLI over MNISTClassifier and MNISTDataModule, plus result files and checks."""
+"""The command line: LightningCLI over MNISTClassifier and MNISTDataModule, with checks before anything runs."""
 
 from __future__ import annotations
 
+import copy
 import ctypes
-import json
 import os
 import pydoc
 import signal
@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
-import torch
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -21,7 +20,6 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lightning import predictions, report
 from mnist_lightning.checkpoints import (
     CKPT_KEYWORDS,
     best_checkpoint_of,
@@ -30,6 +28,7 @@ from mnist_lightning.checkpoints import (
     read_checkpoint,
 )
 from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.datasets import num_classes_of
 from mnist_lightning.errors import UserError
 from mnist_lightning.fault_tolerance import AtomicCheckpointIO, InterruptCheckpoint
 from mnist_lightning.model import MNISTClassifier
@@ -129,16 +128,17 @@ def _is_checkpoint(callback: Namespace) -> bool:
 
 
 class MNISTLightningCLI(LightningCLI):
-    """``fit``, ``validate``, ``test`` and ``predict`` for the MNIST classifier, configured by YAML files.
+    """``fit``, ``validate``, ``test`` and ``predict`` for the classifier, configured by YAML files.
 
-    On top of LightningCLI: checks settings, the log folder and ``--ckpt_path`` before anything starts
-    (``last``/``best`` meaning the newest run's), loads checkpoints ``weights_only``, writes them atomically
-    and saves one on Ctrl-C/SIGTERM, and prints the best checkpoint when ``fit`` ends; ``test`` writes
-    ``metrics.json`` and the report files (``report.REPORT_FILES``) and ``predict`` writes
-    ``predictions.csv``, all in the run's log directory.
+    On top of LightningCLI: the data set's class count linked to the network and the metrics, checks of the
+    settings, the log folder and ``--ckpt_path`` before anything starts (``last``/``best`` meaning the newest
+    run's), checkpoints loaded ``weights_only`` and written atomically, one saved on Ctrl-C/SIGTERM, and the
+    best checkpoint printed when ``fit`` ends. Report and prediction files come from the callbacks the config
+    lists (``mnist_lightning.callbacks``).
     """
 
     checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
+    requested_net: Namespace | None = None  # model.net as the config and command line gave it
 
     def __init__(self, *args, interrupt_checkpoint: InterruptCheckpoint, **kwargs) -> None:
         self.interrupt_checkpoint = interrupt_checkpoint
@@ -146,7 +146,11 @@ class MNISTLightningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
-        parser.set_defaults({"trainer.use_distributed_sampler": False})
+        parser.set_defaults(
+            {"trainer.use_distributed_sampler": False, "model.net": {"class_path": "mnist_lightning.nets.MLP"}}
+        )
+        parser.link_arguments("data.dataset", "model.num_classes", compute_fn=num_classes_of)
+        parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -161,11 +165,17 @@ class MNISTLightningCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
             self.checkpoint = read_checkpoint(ckpt_path)
+            self.requested_net = copy.deepcopy(config.model.get("net"))
 
     def before_instantiate_classes(self) -> None:
-        trainer_config = self.config[self.subcommand].trainer
-        if trainer_config.get("enable_checkpointing") is False:
-            drop_checkpoint_callbacks(trainer_config)
+        config = self.config[self.subcommand]
+        if self.requested_net is not None and config.model.get("net") != self.requested_net:
+            say(
+                f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
+                f"{describe_net(self.requested_net)} the config asked for."
+            )
+        if config.trainer.get("enable_checkpointing") is False:
+            drop_checkpoint_callbacks(config.trainer)
 
     def after_instantiate_classes(self) -> None:
         if self.checkpoint is not None:
@@ -186,38 +196,13 @@ class MNISTLightningCLI(LightningCLI):
         if self.trainer.is_global_zero and callback is not None and callback.best_model_path:
             print(f"Best checkpoint: {callback.best_model_path}")
 
-    def after_test(self) -> None:
-        log_dir = Path(self.trainer.log_dir or ".")  # every rank asks: under DDP this is a broadcast
-        if not self.trainer.is_global_zero:
-            return
-        metrics = {
-            name: value.item() if isinstance(value, torch.Tensor) else value
-            for name, value in self.trainer.callback_metrics.items()
-            if name.startswith("test_")
-        }
-        path = log_dir / "metrics.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        print(f"Test metrics written to {path}")
-        if self.model.test_results is not None:
-            numbers = report.write_test_report(log_dir, self.model.test_results)
-            print(report.format_classification_report(numbers), end="")
-            print(f"Test report written to {log_dir}: {', '.join(report.REPORT_FILES)}")
 
-    def before_predict(self) -> None:
-        self.trainer.callbacks.append(predictions.GatherPredictions())
-
-    def after_predict(self) -> None:
-        gathered = next(c for c in self.trainer.callbacks if isinstance(c, predictions.GatherPredictions))
-        log_dir = Path(self.trainer.log_dir or ".")  # every rank asks: under DDP this is a broadcast
-        if not self.trainer.is_global_zero:
-            return
-        files = self.datamodule.predict_files
-        if self.datamodule.unreadable_files:
-            print(predictions.unreadable_summary(self.datamodule.unreadable_files), file=sys.stderr)
-        path = log_dir / "predictions.csv"
-        predictions.write_predictions(path, gathered.probabilities, files)
-        print(predictions.summary(path, gathered.probabilities, files))
+def describe_net(net: Namespace) -> str:
+    """``ConvNet(channels=[16, 32])``: a network config in one short phrase, for messages."""
+    name = net.class_path.rsplit(".", 1)[-1]
+    init_args = net.get("init_args") or {}
+    arguments = ", ".join(f"{key}={value}" for key, value in dict(init_args).items() if key != "num_classes")
+    return f"{name}({arguments})"
 
 
 def _skip_nvml_probe_without_nvml() -> None:

@@ -1,0 +1,90 @@
+"""``predictions.csv``: the class probabilities of every predicted input, in input order."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from mnist_lightning.callbacks.outputs import class_names, output_dir
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` after ``predict``: one row per input, gathered from every rank, in input order.
+
+    Uses the dataset indices Lightning records for each predicted batch, so each input comes out once, in
+    order, however the inputs were sharded. Rows are named by the dataset's ``paths`` (image files) or by
+    the test index; columns: ``prediction`` (index), ``label`` (class name), ``confidence`` and one
+    probability per class. A short summary is printed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="epoch")
+
+    def write_on_epoch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
+    ) -> None:
+        # one predict dataloader: a list of (batch, C) tensors and a list of index lists, one per batch
+        indices = torch.tensor([index for batch in batch_indices[0] for index in batch], dtype=torch.long)
+        probabilities = torch.cat([batch.float().cpu() for batch in predictions]) if predictions else None
+        shards = [(indices, probabilities)]
+        if trainer.world_size > 1 and torch.distributed.is_initialized():
+            shards = [None] * trainer.world_size
+            torch.distributed.all_gather_object(shards, (indices, probabilities))
+        folder = output_dir(trainer)
+        if not trainer.is_global_zero:
+            return
+        indices = torch.cat([shard_indices for shard_indices, _ in shards])
+        probabilities = torch.cat([shard for _, shard in shards if shard is not None])[indices.argsort()]
+        if not torch.equal(indices.sort().values, torch.arange(len(indices))):
+            raise RuntimeError("predict: the gathered predictions do not cover each input exactly once.")
+        paths = getattr(trainer.predict_dataloaders.dataset, "paths", None)
+        classes = class_names(trainer, probabilities.shape[1])
+        path = write_predictions(folder / "predictions.csv", probabilities, paths, classes)
+        print(summary(path, probabilities, paths, classes))
+
+
+def write_predictions(
+    path: Path, probabilities: torch.Tensor, files: Sequence[Path] | None, classes: Sequence[str]
+) -> Path:
+    """One row per input: ``path`` (or the test ``index``), ``prediction``, ``label``, ``confidence``,
+    ``prob_<index>`` for each class."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    confidences, predictions = probabilities.max(dim=1)
+    names = [str(file) for file in files] if files is not None else range(len(probabilities))
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        first = "path" if files is not None else "index"
+        columns = [f"prob_{index}" for index in range(len(classes))]
+        writer.writerow([first, "prediction", "label", "confidence", *columns])
+        for name, prediction, confidence, row in zip(
+            names, predictions.tolist(), confidences.tolist(), probabilities.tolist(), strict=True
+        ):
+            writer.writerow([name, prediction, classes[prediction], f"{confidence:.6f}", *(f"{p:.6f}" for p in row)])
+    return path
+
+
+def summary(
+    path: Path, probabilities: torch.Tensor, files: Sequence[Path] | None, classes: Sequence[str], rows: int = 5
+) -> str:
+    """A few lines for the terminal: how many, where, how many of each class, and the first rows."""
+    confidences, predictions = probabilities.max(dim=1)
+    what = "image files" if files is not None else "test images"
+    counts = torch.bincount(predictions, minlength=len(classes)).tolist()
+    lines = [
+        f"Predicted {len(predictions)} {what}; predictions written to {path}",
+        "Predicted classes: " + "  ".join(f"{name}: {count}" for name, count in zip(classes, counts, strict=True)),
+    ]
+    names = [str(file) for file in files[:rows]] if files is not None else [f"test image {i}" for i in range(rows)]
+    width = max(map(len, names))
+    for name, prediction, confidence in zip(names, predictions.tolist(), confidences.tolist(), strict=False):
+        lines.append(f"  {name:<{width}}  -> {classes[prediction]}  ({confidence:.1%})")
+    if len(predictions) > rows:
+        lines.append(f"  ... {len(predictions) - rows} more in {path.name}")
+    return "\n".join(lines)

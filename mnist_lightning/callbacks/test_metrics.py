@@ -1,0 +1,28 @@
+"""``metrics.json``: the test metrics of a ``test`` run."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import torch
+
+from mnist_lightning.callbacks.outputs import output_dir
+
+
+class TestMetricsWriter(L.Callback):
+    """After ``test``, writes every logged ``test_*`` metric to ``metrics.json`` in the run's folder (rank 0)."""
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        folder = output_dir(trainer)
+        if not trainer.is_global_zero:
+            return
+        metrics = {
+            name: value.item() if isinstance(value, torch.Tensor) else value
+            for name, value in trainer.callback_metrics.items()
+            if name.startswith("test_")
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "metrics.json"
+        path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        print(f"Test metrics written to {path}")

@@ -1,0 +1,30 @@
+"""``python -m mnist_lightning COMMAND``: the Lightning subcommands, and the project's own commands.
+
+Each of ``sweep``, ``runs``, ``export`` and ``serve`` lives in its own module with a ``main(args)``, imported
+only when it is run, so no command pays for another's libraries (Optuna, onnx, LitServe) and ``runs``
+needs neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+PROJECT_COMMANDS = {
+    "sweep": ("mnist_lightning.sweep", "search hyperparameters with Optuna (pruning, resumable studies)"),
+    "runs": ("mnist_lightning.runs", "a table of the runs under a log folder"),
+    "export": ("mnist_lightning.export", "export a checkpoint to ONNX or torch.export (.pt2)"),
+    "serve": ("mnist_lightning.serve", "serve a model over HTTP with a page to draw on"),
+}
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
+    args = sys.argv[1:] if args is None else list(args)
+    if args and args[0] in PROJECT_COMMANDS:
+        module, _ = PROJECT_COMMANDS[args[0]]
+        import_module(module).main(args[1:])
+        return
+    from mnist_lightning.cli import main as lightning_main
+
+    lightning_main(args)
