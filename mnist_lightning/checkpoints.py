@@ -79,8 +79,8 @@ def check_architecture(model: nn.Module, checkpoint: dict, ckpt_path: str) -> No
         more = f" (and {len(differences) - 2} more)" if len(differences) > 2 else ""
         raise UserError(
             f"--ckpt_path '{ckpt_path}' holds a different network than the configured model: "
-            f"{'; '.join(differences[:2])}{more}. Use the settings it was trained with (the config.yaml of "
-            f"its run), e.g. --model.hidden_sizes."
+            f"{'; '.join(differences[:2])}{more}. Use the network it was trained with (model.net in the "
+            f"config.yaml of its run), e.g. --model.net.init_args.hidden_sizes."
         )
 
 

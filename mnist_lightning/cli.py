@@ -1,4 +1,4 @@
-"""The command line: LightningCLI over MNISTClassifier and MNISTDataModule, with checks before anything runs."""
+"""The command line: LightningCLI over MNISTClassifier and MNISTDataModule, with checks before it runs."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from mnist_lightning.checkpoints import (
 )
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.datasets import num_classes_of
-from mnist_lightning.errors import UserError
+from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.fault_tolerance import AtomicCheckpointIO, InterruptCheckpoint
 from mnist_lightning.model import MNISTClassifier
 
@@ -147,7 +147,10 @@ class MNISTLightningCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
         parser.set_defaults(
-            {"trainer.use_distributed_sampler": False, "model.net": {"class_path": "mnist_lightning.nets.MLP"}}
+            {
+                "trainer.use_distributed_sampler": False,
+                "model.net": {"class_path": "mnist_lightning.nets.MLP"},
+            }
         )
         parser.link_arguments("data.dataset", "model.num_classes", compute_fn=num_classes_of)
         parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
@@ -176,6 +179,14 @@ class MNISTLightningCLI(LightningCLI):
             )
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # a network, optimizer or scheduler refused its arguments
+            raise UserError(
+                f"invalid setting: {first_line(err)} Check the model section of the config."
+            ) from None
 
     def after_instantiate_classes(self) -> None:
         if self.checkpoint is not None:

@@ -73,7 +73,9 @@ class MNISTDataModule(L.LightningDataModule):
             if size < 1:
                 raise UserError(f"data.{name} must be at least 1, got {size}.")
         if not 1 <= val_size <= self.spec.train_size - 1:
-            raise UserError(f"data.val_size must be between 1 and {self.spec.train_size - 1}, got {val_size}.")
+            raise UserError(
+                f"data.val_size must be between 1 and {self.spec.train_size - 1}, got {val_size}."
+            )
         if num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
         self.save_hyperparameters()
@@ -97,7 +99,7 @@ class MNISTDataModule(L.LightningDataModule):
         return self.spec.classes
 
     def prepare_data(self) -> None:
-        """Download the data set into ``data_dir`` unless it is there already or only image files are predicted."""
+        """Download the data set into ``data_dir`` unless it is there or only image files are predicted."""
         if self._predicting_files() or datasets.has_raw_files(self.data_dir, self.dataset):
             return
         datasets.download(self.data_dir, self.dataset)
@@ -129,7 +131,7 @@ class MNISTDataModule(L.LightningDataModule):
         return predicting and self.predict_path is not None
 
     def _image_files_dataset(self, predict_path: str) -> ImageFilesDataset:
-        """The readable images of ``predict_path``, prepared as MNIST digits; the others are named on stderr."""
+        """The readable images of ``predict_path`` prepared as MNIST digits; the others named on stderr."""
         files = find_images(predict_path)
         digits, kept, unreadable = load_digits(files, self.invert)
         if not kept:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -50,10 +50,16 @@ def classification_report(confusion_matrix: torch.Tensor, classes: Sequence[str]
         "support": int(total),
         "misclassified": int(total - correct.sum()),
         "per_class": {
-            name: {**{score: values[index].item() for score, values in scores.items()}, "support": int(support[index])}
+            name: {
+                **{score: values[index].item() for score, values in scores.items()},
+                "support": int(support[index]),
+            }
             for index, name in enumerate(classes)
         },
-        "macro_avg": {**{name: values.mean().item() for name, values in scores.items()}, "support": int(total)},
+        "macro_avg": {
+            **{name: values.mean().item() for name, values in scores.items()},
+            "support": int(total),
+        },
         "weighted_avg": {
             **{name: _divide((values * support).sum(), total).item() for name, values in scores.items()},
             "support": int(total),
@@ -178,7 +184,9 @@ def _confusion_title(report: dict[str, Any]) -> str:
     return f"Test confusion matrix: {report['support']} images, accuracy {report['accuracy']:.2%}"
 
 
-def log_test_report(experiment, confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str], step: int) -> None:
+def log_test_report(
+    experiment, confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str], step: int
+) -> None:
     """Add the test confusion matrix, mistakes gallery and text report to a TensorBoard ``SummaryWriter``."""
     report = classification_report(confusion_matrix, classes)
     figure = confusion_matrix_figure(confusion_matrix, classes, _confusion_title(report))
@@ -190,7 +198,9 @@ def log_test_report(experiment, confusion_matrix: torch.Tensor, mistakes, classe
     experiment.add_text("test_classification_report", text, step)
 
 
-def write_test_report(folder: str | Path, confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str]) -> dict[str, Any]:
+def write_test_report(
+    folder: str | Path, confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str]
+) -> dict[str, Any]:
     """Write the five report files (see ``REPORT_FILES``) into ``folder``; returns the report as a dict.
 
     ``report.json`` holds :func:`classification_report` plus the gallery's mistakes (true, predicted,
@@ -200,14 +210,18 @@ def write_test_report(folder: str | Path, confusion_matrix: torch.Tensor, mistak
     folder.mkdir(parents=True, exist_ok=True)
     report = classification_report(confusion_matrix, classes)
     (folder / "classification_report.txt").write_text(format_classification_report(report))
-    listed = zip(mistakes.targets.tolist(), mistakes.preds.tolist(), mistakes.confidences.tolist(), strict=True)
+    listed = zip(
+        mistakes.targets.tolist(), mistakes.preds.tolist(), mistakes.confidences.tolist(), strict=True
+    )
     report["most_confident_mistakes"] = [
         {"true": classes[target], "predicted": classes[pred], "confidence": confidence}
         for target, pred, confidence in listed
     ]
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (folder / "confusion_matrix.csv").write_text(confusion_matrix_csv(confusion_matrix, classes))
-    confusion_matrix_figure(confusion_matrix, classes, _confusion_title(report)).savefig(folder / "confusion_matrix.png")
+    confusion_matrix_figure(confusion_matrix, classes, _confusion_title(report)).savefig(
+        folder / "confusion_matrix.png"
+    )
     gallery = mistakes_figure(mistakes, classes, report["misclassified"], report["support"])
     gallery.savefig(folder / "misclassified.png")
     return report

@@ -37,15 +37,25 @@ def synthetic_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return images.to(torch.uint8), labels.to(torch.uint8)
 
 
-def write_mnist(data_dir: Path, train: int = TINY_TRAIN, test: int = TINY_TEST) -> Path:
-    """Write the four raw MNIST files (synthetic content) under ``data_dir/MNIST/raw``; returns data_dir."""
-    raw = data_dir / "MNIST" / "raw"
+def write_mnist(
+    data_dir: Path, train: int = TINY_TRAIN, test: int = TINY_TEST, dataset: str = "MNIST"
+) -> Path:
+    """Write the four raw IDX files (synthetic content) under ``data_dir/<dataset>/raw``; returns data_dir."""
+    raw = data_dir / dataset / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, count, seed in (("train", train, 0), ("t10k", test, 1)):
         images, labels = synthetic_digits(count, seed)
         write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
     return data_dir
+
+
+def mnist_normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 MNIST images (N, 28, 28) -> the normalized float batch (N, 1, 28, 28) the model takes."""
+    from mnist_lightning.datasets import DATASETS
+    from mnist_lightning.sampling import normalize
+
+    return normalize(images, DATASETS["MNIST"].mean, DATASETS["MNIST"].std)
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from conftest import mnist_normalize as normalize
 
 from mnist_lightning.augment import Augmentation
-from mnist_lightning.data import MNIST_MEAN, MNIST_STD, MNISTDataModule, load_split, normalize
+from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.datasets import DATASETS, load_split
 from mnist_lightning.errors import UserError
 from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.nets import MLP
+
+MNIST_MEAN, MNIST_STD = DATASETS["MNIST"].mean, DATASETS["MNIST"].std
 
 
 def digits(tiny_data, count: int = 64) -> torch.Tensor:
@@ -94,7 +99,7 @@ def test_only_training_batches_are_augmented(tiny_data):
         enable_model_summary=False,
         callbacks=[recorder],
     )
-    model = MNISTClassifier(hidden_sizes=[16])
+    model = MNISTClassifier(MLP(hidden_sizes=[16]))
     trainer.fit(model, dm)
     trainer.test(model, dm)
     trainer.predict(model, dm)

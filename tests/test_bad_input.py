@@ -154,7 +154,7 @@ def test_checkpoint_of_a_different_architecture(workdir, tiny_data):
         expect=(
             "different network",
             "(32, 784) in the checkpoint but (128, 784) here",
-            "--model.hidden_sizes",
+            "--model.net.init_args.hidden_sizes",
         ),
     )
 
@@ -171,10 +171,11 @@ def test_checkpoint_of_a_different_architecture(workdir, tiny_data):
         ("--model.optimizer.init_args.lr=-0.001", "must be greater than 0"),
         ("--data.val_size=0", "data.val_size must be between 1 and 59999"),
         ("--data.val_size=60000", "data.val_size must be between 1 and 59999"),
-        ("--model.hidden_sizes=[]", "model.hidden_sizes must be a non-empty list"),
-        ("--model.hidden_sizes=[64,0]", "model.hidden_sizes must be a non-empty list"),
-        ("--model.dropout=1.0", "model.dropout must be in [0, 1)"),
-        ("--model.dropout=-0.1", "model.dropout must be in [0, 1)"),
+        ("--model.net.init_args.hidden_sizes=[]", "hidden_sizes must be a non-empty list"),
+        ("--model.net.init_args.hidden_sizes=[64,0]", "hidden_sizes must be a non-empty list"),
+        ("--model.net.init_args.dropout=1.0", "dropout must be in [0, 1)"),
+        ("--model.net.init_args.dropout=-0.1", "dropout must be in [0, 1)"),
+        ("--model.label_smoothing=1", "model.label_smoothing must be in [0, 1)"),
     ],
 )
 def test_invalid_setting(workdir, tiny_data, setting, fragment):
@@ -184,14 +185,14 @@ def test_invalid_setting(workdir, tiny_data, setting, fragment):
 @pytest.mark.parametrize(
     "problem,args,fragment",
     [
-        ("unknown key", ("--model.hiden_sizes=[10]",), "hiden_sizes"),
+        ("unknown key", ("--model.net.init_args.hiden_sizes=[10]",), "hiden_sizes"),
         ("unknown key in a config file", ("--config", "typo.yaml"), "hiden_sizes"),
         ("config file that does not exist", ("--config", "nope.yaml"), "nope.yaml"),
         ("value of the wrong type", ("--data.batch_size=many",), "many"),
     ],
 )
 def test_bad_option_or_config_file_is_one_short_message(workdir, tiny_data, problem, args, fragment):
-    (workdir / "typo.yaml").write_text("model:\n  hiden_sizes: [10]\n")
+    (workdir / "typo.yaml").write_text("model:\n  net:\n    init_args:\n      hiden_sizes: [10]\n")
     stderr = assert_fails_clearly(workdir, *fit(tiny_data), *args, expect=(fragment, "--help"))
     assert len(stderr.strip().splitlines()) <= 4
 

@@ -81,7 +81,8 @@ def test_print_config_is_valid_yaml_and_saved_config_reruns(tmp_path, tiny_data)
     printed = run_cli("fit", "--config", CONFIG, "--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     config = yaml.safe_load(printed.stdout)
-    assert config["model"]["hidden_sizes"] == [128, 64]
+    assert config["model"]["net"]["class_path"] == "mnist_lightning.nets.MLP"
+    assert config["model"]["net"]["init_args"]["hidden_sizes"] == [128, 64]
     assert config["model"]["optimizer"]["init_args"]["lr"] == 0.001
     assert config["data"]["batch_size"] == 64
 
@@ -102,7 +103,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, tiny_data):
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
-    result = run_cli("fit", "--config", CONFIG, "--model.hiden_sizes=[10]", cwd=tmp_path)
+    result = run_cli("fit", "--config", CONFIG, "--model.net.init_args.hiden_sizes=[10]", cwd=tmp_path)
     assert result.returncode != 0
     assert "hiden_sizes" in result.stderr
     assert "Traceback" not in result.stderr

@@ -23,6 +23,9 @@ def test_preset_overrides_the_devices_and_keeps_the_recipe(tmp_path, preset, tra
     assert status == 0, stderr[-3000:]
     config = yaml.safe_load(stdout)
     assert {key: config["trainer"][key] for key in trainer} == trainer
-    assert config["model"]["hidden_sizes"] == [128, 64] and config["data"]["batch_size"] == 64
+    assert (
+        config["model"]["net"]["init_args"]["hidden_sizes"] == [128, 64]
+        and config["data"]["batch_size"] == 64
+    )
     assert config["model"]["optimizer"]["init_args"]["lr"] == 0.001
     assert config["trainer"]["use_distributed_sampler"] is False  # the data module shards exactly itself

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_lightning.data import load_split
+from mnist_lightning.datasets import load_split
 from mnist_lightning.errors import UserError
 from mnist_lightning.images import UnreadableImage, find_images, load_digits, prepare_digit, read_image
 

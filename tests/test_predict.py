@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, TINY_TEST, run_cli, run_on_checkpoint, write_mnist
+from conftest import CONFIG, TINY_TEST, mnist_normalize, run_cli, run_on_checkpoint, write_mnist
 from PIL import Image
 
-from mnist_lightning.data import MNISTDataModule, load_split, normalize
+from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.datasets import load_split
 from mnist_lightning.errors import UserError
 from mnist_lightning.model import MNISTClassifier
 
@@ -22,7 +23,7 @@ def model_outputs(checkpoint: Path, images: torch.Tensor) -> torch.Tensor:
     """Class probabilities of the checkpoint's model on uint8 digits (N, 28, 28), computed in this process."""
     model = MNISTClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with torch.no_grad():
-        return model(normalize(images)).softmax(dim=1)
+        return model(mnist_normalize(images)).softmax(dim=1)
 
 
 def read_predictions(result, cwd: Path) -> list[dict[str, str]]:
@@ -45,11 +46,11 @@ def assert_rows_match(rows: list[dict[str, str]], expected: torch.Tensor) -> Non
 def test_predict_without_a_path_predicts_the_test_set_in_order(tmp_path, tiny_data, tiny_checkpoint):
     result = run_on_checkpoint("predict", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path)
     rows = read_predictions(result, tmp_path)
-    assert list(rows[0]) == ["index", "prediction", "confidence", *PROBABILITIES]
+    assert list(rows[0]) == ["index", "prediction", "label", "confidence", *PROBABILITIES]
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST))
     assert_rows_match(rows, model_outputs(tiny_checkpoint, load_split(tiny_data, train=False)[0]))
     assert f"Predicted {TINY_TEST} test images" in result.stdout
-    assert "Predicted digits: 0: " in result.stdout
+    assert "Predicted classes: 0: " in result.stdout
 
 
 def test_predict_on_two_processes_writes_each_row_once_in_order(tmp_path, tiny_checkpoint):
@@ -103,7 +104,7 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
         "--data.data_dir=no_mnist_needed", cwd=tmp_path,
     )  # fmt: skip
     rows = read_predictions(result, tmp_path)
-    assert list(rows[0]) == ["path", "prediction", "confidence", *PROBABILITIES]
+    assert list(rows[0]) == ["path", "prediction", "label", "confidence", *PROBABILITIES]
     readable = sorted(path.name for path in folder.iterdir() if path.name != "05_broken.png")
     assert [Path(row["path"]).name for row in rows] == readable  # in the order of the names
     assert [int(row["prediction"]) for row in rows] == probabilities[confident].argmax(dim=1).tolist()

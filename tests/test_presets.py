@@ -48,7 +48,8 @@ def test_best_preset_fits_and_its_checkpoint_tests(tmp_path, tiny_data):
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     checkpoint = tmp_path / best_checkpoint(fitted)
     hparams = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
-    assert hparams["hidden_sizes"] == yaml.safe_load(BEST.read_text())["model"]["hidden_sizes"]
+    expected = yaml.safe_load(BEST.read_text())["model"]["net"]["init_args"]["hidden_sizes"]
+    assert hparams["net"]["init_args"]["hidden_sizes"] == expected
 
     tested = run_presets("test", [BEST], data, "--ckpt_path", str(checkpoint), cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
@@ -71,8 +72,8 @@ def test_overfit_preset_memorizes_its_batches(tmp_path, tiny_data):
     result = run_presets(
         "fit",
         [BEST, DEBUG / "overfit.yaml"],
-        "--model.hidden_sizes=[64]",
-        "--model.dropout=0",
+        "--model.net.init_args.hidden_sizes=[64]",
+        "--model.net.init_args.dropout=0",
         f"--data.data_dir={tiny_data}",
         *SMALL_DATA,
         cwd=tmp_path,

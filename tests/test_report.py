@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_TEST, run_on_checkpoint, write_mnist
+from conftest import TINY_TEST, mnist_normalize, run_on_checkpoint, write_mnist
 from PIL import Image
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -20,15 +20,17 @@ from torchmetrics.functional.classification import (
     multiclass_recall,
 )
 
-from mnist_lightning.data import load_split, normalize
+from mnist_lightning.callbacks.test_report import MostConfidentMistakes
+from mnist_lightning.datasets import load_split
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.report import (
     REPORT_FILES,
-    MostConfidentMistakes,
     classification_report,
     confusion_matrix_csv,
     format_classification_report,
 )
+
+DIGITS = [str(digit) for digit in range(10)]
 
 
 def random_predictions(count: int = 500, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +44,7 @@ def random_predictions(count: int = 500, seed: int = 0) -> tuple[torch.Tensor, t
 
 def test_report_numbers_match_torchmetrics():
     logits, targets = random_predictions()
-    report = classification_report(multiclass_confusion_matrix(logits, targets, num_classes=10))
+    report = classification_report(multiclass_confusion_matrix(logits, targets, num_classes=10), DIGITS)
     kwargs = {"preds": logits, "target": targets, "num_classes": 10}
     per_class = {
         "precision": multiclass_precision(**kwargs, average="none"),
@@ -68,14 +70,14 @@ def test_report_numbers_match_torchmetrics():
 def test_a_digit_never_predicted_has_zero_precision_not_nan():
     confusion = torch.eye(10, dtype=torch.long) * 5
     confusion[3, 3], confusion[3, 8] = 0, 5  # every 3 is called an 8
-    report = classification_report(confusion)
+    report = classification_report(confusion, DIGITS)
     assert report["per_class"]["3"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 5}
     assert report["per_class"]["8"]["precision"] == 0.5 and report["accuracy"] == 0.9
 
 
 def test_text_report_is_laid_out_like_scikit_learn():
     logits, targets = random_predictions()
-    report = classification_report(multiclass_confusion_matrix(logits, targets, num_classes=10))
+    report = classification_report(multiclass_confusion_matrix(logits, targets, num_classes=10), DIGITS)
     lines = format_classification_report(report).splitlines()
     assert lines[0].split() == ["precision", "recall", "f1-score", "support"]
     assert [line.split()[0] for line in lines[2:12]] == [str(d) for d in range(10)]
@@ -90,8 +92,8 @@ def test_text_report_is_laid_out_like_scikit_learn():
 
 def test_confusion_matrix_csv_has_a_header_and_true_digits_as_rows():
     confusion = torch.arange(100).reshape(10, 10)
-    rows = list(csv.reader(confusion_matrix_csv(confusion).splitlines()))
-    assert rows[0] == ["true_digit"] + [f"pred_{d}" for d in range(10)]
+    rows = list(csv.reader(confusion_matrix_csv(confusion, DIGITS).splitlines()))
+    assert rows[0] == ["true_class"] + [f"pred_{d}" for d in range(10)]
     assert rows[4] == ["3"] + [str(v) for v in range(30, 40)]
 
 
@@ -178,8 +180,8 @@ def test_report_is_exact_on_two_processes_with_uneven_shards(tmp_path, tiny_chec
     model = MNISTClassifier.load_from_checkpoint(tiny_checkpoint, map_location="cpu").eval()
     images, labels = load_split(data, train=False)
     with torch.no_grad():
-        logits = model(normalize(images))
-    expected = classification_report(multiclass_confusion_matrix(logits, labels, num_classes=10))
+        logits = model(mnist_normalize(images))
+    expected = classification_report(multiclass_confusion_matrix(logits, labels, num_classes=10), DIGITS)
     assert {key: report[key] for key in expected} == expected
     assert metrics["test_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
@@ -187,7 +189,7 @@ def test_report_is_exact_on_two_processes_with_uneven_shards(tmp_path, tiny_chec
     wrong = torch.nonzero(preds != labels).flatten()
     worst = wrong[confidences[wrong].argsort(descending=True)[:32]]
     assert [(m["true"], m["predicted"]) for m in report["most_confident_mistakes"]] == list(
-        zip(labels[worst].tolist(), preds[worst].tolist(), strict=True)
+        zip(map(str, labels[worst].tolist()), map(str, preds[worst].tolist()), strict=True)
     )
     written = [m["confidence"] for m in report["most_confident_mistakes"]]
     assert written == pytest.approx(confidences[worst].tolist(), abs=1e-5)

@@ -16,7 +16,7 @@ from mnist_lightning.callbacks.outputs import class_names, output_dir
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predictions.csv`` after ``predict``: one row per input, gathered from every rank, in input order.
+    """Writes ``predictions.csv`` after ``predict``: a row per input, from every rank, in input order.
 
     Uses the dataset indices Lightning records for each predicted batch, so each input comes out once, in
     order, however the inputs were sharded. Rows are named by the dataset's ``paths`` (image files) or by
@@ -28,7 +28,11 @@ class PredictionWriter(BasePredictionWriter):
         super().__init__(write_interval="epoch")
 
     def write_on_epoch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any], batch_indices: Sequence[Any]
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
     ) -> None:
         # one predict dataloader: a list of (batch, C) tensors and a list of index lists, one per batch
         indices = torch.tensor([index for batch in batch_indices[0] for index in batch], dtype=torch.long)
@@ -66,12 +70,18 @@ def write_predictions(
         for name, prediction, confidence, row in zip(
             names, predictions.tolist(), confidences.tolist(), probabilities.tolist(), strict=True
         ):
-            writer.writerow([name, prediction, classes[prediction], f"{confidence:.6f}", *(f"{p:.6f}" for p in row)])
+            writer.writerow(
+                [name, prediction, classes[prediction], f"{confidence:.6f}", *(f"{p:.6f}" for p in row)]
+            )
     return path
 
 
 def summary(
-    path: Path, probabilities: torch.Tensor, files: Sequence[Path] | None, classes: Sequence[str], rows: int = 5
+    path: Path,
+    probabilities: torch.Tensor,
+    files: Sequence[Path] | None,
+    classes: Sequence[str],
+    rows: int = 5,
 ) -> str:
     """A few lines for the terminal: how many, where, how many of each class, and the first rows."""
     confidences, predictions = probabilities.max(dim=1)
@@ -79,9 +89,14 @@ def summary(
     counts = torch.bincount(predictions, minlength=len(classes)).tolist()
     lines = [
         f"Predicted {len(predictions)} {what}; predictions written to {path}",
-        "Predicted classes: " + "  ".join(f"{name}: {count}" for name, count in zip(classes, counts, strict=True)),
+        "Predicted classes: "
+        + "  ".join(f"{name}: {count}" for name, count in zip(classes, counts, strict=True)),
     ]
-    names = [str(file) for file in files[:rows]] if files is not None else [f"test image {i}" for i in range(rows)]
+    names = (
+        [str(file) for file in files[:rows]]
+        if files is not None
+        else [f"test image {i}" for i in range(rows)]
+    )
     width = max(map(len, names))
     for name, prediction, confidence in zip(names, predictions.tolist(), confidences.tolist(), strict=False):
         lines.append(f"  {name:<{width}}  -> {classes[prediction]}  ({confidence:.1%})")

@@ -11,7 +11,7 @@ from mnist_lightning.callbacks.outputs import output_dir
 
 
 class TestMetricsWriter(L.Callback):
-    """After ``test``, writes every logged ``test_*`` metric to ``metrics.json`` in the run's folder (rank 0)."""
+    """After ``test``, writes the logged ``test_*`` metrics to ``metrics.json`` in the run folder (rank 0)."""
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = output_dir(trainer)

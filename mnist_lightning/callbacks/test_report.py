@@ -102,7 +102,9 @@ class TestReport(L.Callback):
     ) -> None:
         images, targets = batch
         if self.confusion is None:  # as many classes as the network has outputs
-            self.confusion = MulticlassConfusionMatrix(outputs.shape[1], validate_args=False).to(outputs.device)
+            self.confusion = MulticlassConfusionMatrix(outputs.shape[1], validate_args=False).to(
+                outputs.device
+            )
             self.mistakes = MostConfidentMistakes(image_size=images.shape[-1]).to(outputs.device)
         self.confusion.update(outputs, targets)
         self.mistakes.update(images, outputs, targets)

@@ -32,7 +32,9 @@ class ValConfusionMatrix(L.Callback):
         if trainer.sanity_checking or _tensorboard(trainer) is None:
             return
         if self.confusion is None:  # as many classes as the network has outputs
-            self.confusion = MulticlassConfusionMatrix(outputs.shape[1], validate_args=False).to(outputs.device)
+            self.confusion = MulticlassConfusionMatrix(outputs.shape[1], validate_args=False).to(
+                outputs.device
+            )
         self.confusion.update(outputs, batch[1])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -51,6 +53,3 @@ class ValConfusionMatrix(L.Callback):
 
 def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
-
-
-
