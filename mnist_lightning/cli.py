@@ -177,6 +177,9 @@ class MNISTLightningCLI(LightningCLI):
                 f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
                 f"{describe_net(self.requested_net)} the config asked for."
             )
+        trained_on = (self.checkpoint or {}).get("datamodule_hyper_parameters", {}).get("dataset")
+        if trained_on and trained_on != config.data.dataset:
+            say(f"Note: the checkpoint was trained on {trained_on}; this run uses {config.data.dataset}.")
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
 

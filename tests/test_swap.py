@@ -175,3 +175,13 @@ def test_the_python_api_writes_the_same_report_files_as_the_command_line(
     )  # fmt: skip
     accuracy = json.loads((tmp_path / "metrics.json").read_text())["test_acc"]
     assert json.loads((tmp_path / "report.json").read_text())["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_evaluating_on_another_data_set_than_the_checkpoints_says_so(tmp_path, tiny_checkpoint):
+    data = write_mnist(tmp_path / "data", dataset="KMNIST")
+    status, stdout, stderr = run_main(
+        "test", "--config", CONFIG, "--data.dataset=KMNIST", f"--data.data_dir={data}",
+        "--ckpt_path", tiny_checkpoint, cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    assert "Note: the checkpoint was trained on MNIST; this run uses KMNIST." in stdout
