@@ -144,6 +144,9 @@ class MNISTLightningCLI(LightningCLI):
         self.interrupt_checkpoint = interrupt_checkpoint
         super().__init__(*args, **kwargs)
 
+    def adjust_config(self, subcommand: str, config: Namespace) -> None:
+        """Change the parsed configuration before it is checked; a hook for subclasses (the sweep's trials)."""
+
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
         parser.set_defaults(
@@ -158,6 +161,7 @@ class MNISTLightningCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        self.adjust_config(subcommand, config)
         check_learning_rate(config.model)
         if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
             config.weights_only = True
@@ -219,23 +223,44 @@ def _skip_nvml_probe_without_nvml() -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
+def prepare_process() -> None:
+    """Process-wide settings every command that trains needs (``main`` and the sweep call it)."""
     _skip_nvml_probe_without_nvml()
     # Redraw the progress bar every 50 steps, not every step (a visible cost for a model this small);
     # Lightning's TQDMProgressBar honours this variable, and users can still set it themselves.
     os.environ.setdefault("TQDM_MINITERS", "50")
+
+
+def build_cli(
+    args: list[str] | None,
+    *,
+    cli_class: type[MNISTLightningCLI] = MNISTLightningCLI,
+    interrupt_checkpoint: InterruptCheckpoint | None = None,
+    **kwargs,
+) -> MNISTLightningCLI:
+    """The project's LightningCLI on ``args`` (``[subcommand, options...]``), run unless ``run=False``.
+
+    ``main`` and each sweep trial go through here, so both get the same parser, presets and checks;
+    ``kwargs`` go to LightningCLI (``trainer_defaults``, ``parser_kwargs``, ``run``, ...).
+    """
+    return cli_class(
+        MNISTClassifier,
+        MNISTDataModule,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        interrupt_checkpoint=interrupt_checkpoint or InterruptCheckpoint(),
+        parser_class=ConciseArgumentParser,
+        args=args,
+        **kwargs,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
+    prepare_process()
     interrupt_checkpoint = InterruptCheckpoint()
     try:
-        MNISTLightningCLI(
-            MNISTClassifier,
-            MNISTDataModule,
-            auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
-            interrupt_checkpoint=interrupt_checkpoint,
-            parser_class=ConciseArgumentParser,
-            args=args,
-        )
+        build_cli(args, interrupt_checkpoint=interrupt_checkpoint)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
