@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import ctypes
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -145,12 +146,15 @@ class MNISTLightningCLI(LightningCLI):
         super().__init__(*args, **kwargs)
 
     def adjust_config(self, subcommand: str, config: Namespace) -> None:
-        """Change the parsed configuration before it is checked; a hook for subclasses (the sweep's trials)."""
+        """Change the parsed configuration before it is checked: a hook for subclasses (sweep trials)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
         parser.set_defaults(
-            {"trainer.use_distributed_sampler": False, "model.net": {"class_path": "mnist_lightning.nets.MLP"}}
+            {
+                "trainer.use_distributed_sampler": False,
+                "model.net": {"class_path": "mnist_lightning.nets.MLP"},
+            }
         )
         parser.link_arguments("data.dataset", "model.num_classes", compute_fn=num_classes_of)
         parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
@@ -199,6 +203,10 @@ class MNISTLightningCLI(LightningCLI):
         callback = self.trainer.checkpoint_callback
         if self.trainer.is_global_zero and callback is not None and callback.best_model_path:
             print(f"Best checkpoint: {callback.best_model_path}")
+
+
+class EpilogAsWrittenFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """The main ``--help``: the epilog (the project's commands, one a line) as written, not re-wrapped."""
 
 
 def describe_net(net: Namespace) -> str:
@@ -259,8 +267,14 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
     prepare_process()
     interrupt_checkpoint = InterruptCheckpoint()
+    from mnist_lightning.commands import project_commands_help
+
     try:
-        build_cli(args, interrupt_checkpoint=interrupt_checkpoint)
+        build_cli(
+            args,
+            interrupt_checkpoint=interrupt_checkpoint,
+            parser_kwargs={"epilog": project_commands_help(), "formatter_class": EpilogAsWrittenFormatter},
+        )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

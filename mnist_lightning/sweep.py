@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -43,7 +45,13 @@ PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "also"}
 FINISHED = ("COMPLETE", "PRUNED")  # the trial states that count toward --trials
 # system attributes of a trial: which process runs it, and when that process last said it was alive
 HOST, PID, PID_START, HEARTBEAT = "sweep:host", "sweep:pid", "sweep:pid_start", "sweep:heartbeat"
-RUN_DIR, BEST_CKPT, EPOCHS, FIT_SECONDS, TEST_ACC = "run_dir", "best_checkpoint", "epochs", "fit_seconds", "test_acc"
+RUN_DIR, BEST_CKPT, EPOCHS, FIT_SECONDS, TEST_ACC = (
+    "run_dir",
+    "best_checkpoint",
+    "epochs",
+    "fit_seconds",
+    "test_acc",
+)
 PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png", "slice.png")
 
 USAGE = """\
@@ -91,7 +99,9 @@ class Param:
         if self.kind == "float":
             return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1)
+            )
         return self.decode(trial.suggest_categorical(self.key, self.optuna_choices))
 
     @property
@@ -155,7 +165,9 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
         raise UserError(f"{where} must be a mapping with at least 'params'.")
     unknown = sorted(set(content) - SWEEP_KEYS)
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(SWEEP_KEYS))}.")
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; accepted: {', '.join(sorted(SWEEP_KEYS))}."
+        )
     params_spec = content.get("params")
     if not isinstance(params_spec, dict) or not params_spec:
         raise UserError(f"{where} needs 'params': a mapping of option names to ranges or choices.")
@@ -164,7 +176,9 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
         spec.metric = str(content["metric"])
     if "direction" in content:
         if content["direction"] not in ("maximize", "minimize"):
-            raise UserError(f"{where}: direction must be 'maximize' or 'minimize', got {content['direction']!r}.")
+            raise UserError(
+                f"{where}: direction must be 'maximize' or 'minimize', got {content['direction']!r}."
+            )
         spec.direction = content["direction"]
     for key in ("trials", "retry_failed"):
         if key in content:
@@ -191,7 +205,9 @@ def parse_param(key: str, value: Any, where: str) -> Param:
         raise UserError(f"{name} must be {{low: ..., high: ...}} or {{choices: [...]}}, got {value!r}.")
     unknown = sorted(set(value) - PARAM_KEYS)
     if unknown:
-        raise UserError(f"{name}: unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(PARAM_KEYS))}.")
+        raise UserError(
+            f"{name}: unknown field(s) {', '.join(unknown)}; accepted: {', '.join(sorted(PARAM_KEYS))}."
+        )
     also = value.get("also") or []
     also = [also] if isinstance(also, str) else list(also)
     if "choices" in value:
@@ -235,11 +251,17 @@ def parse_class_spec(value: Any, key: str, where: str) -> dict[str, Any] | None:
     return {"name": value["name"], "args": args}
 
 
-def make_sampler(spec: SweepSpec):
-    """The sampler the sweep file names; ``GridSampler`` gets its grid from the ``choices`` of ``params``."""
+def make_sampler(spec: SweepSpec, seed_offset: int = 0):
+    """The sampler the sweep file names; ``GridSampler`` gets its grid from the ``choices`` of ``params``.
+
+    A ``seed`` is offset by ``seed_offset``: a continued study or a second process must not draw the same
+    parameters again as a fresh sampler with the same seed would.
+    """
     import optuna
 
     name, args = spec.sampler["name"], dict(spec.sampler["args"])
+    if seed_offset and isinstance(args.get("seed"), int):
+        args["seed"] += seed_offset
     if name == "GridSampler" and "search_space" not in args:
         ranges = [param.key for param in spec.params if param.kind != "categorical"]
         if ranges:
@@ -382,13 +404,19 @@ def check_params(spec: SweepSpec, fit_args: list[str]) -> None:
             except UserError as err:
                 raise UserError(f"{spec.path}: params.{param.key} = {value!r}: {err}") from None
             except (ArgumentError, TypeError, ValueError) as err:
-                message = first_line(err)
-                if "not accepted" in message or "Unrecognized" in message or "unrecognized" in message:
+                message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                unknown = re.search(
+                    r"Option '[^']+' is not accepted|[Uu]nrecognized arguments?: \S+", message
+                )
+                if unknown:
                     raise UserError(
                         f"{spec.path}: params.{param.key}: '{param.key}' is not an option of 'fit' "
-                        f"({message}). Use the dotted names of 'fit --help', e.g. model.optimizer.init_args.lr."
+                        f"({unknown.group(0)}). Use the dotted names of 'fit --help', e.g. "
+                        f"model.optimizer.init_args.lr."
                     ) from None
-                raise UserError(f"{spec.path}: params.{param.key} = {value!r} is not accepted: {message}") from None
+                raise UserError(
+                    f"{spec.path}: params.{param.key} = {value!r} is not accepted: {message[:400]}"
+                ) from None
 
 
 class BestMetric:
@@ -575,13 +603,22 @@ class Sweep:
 
         storage = trial.study._storage
         pid = os.getpid()
-        for key, value in ((HOST, _host_id()), (PID, pid), (PID_START, _process_start(pid)), (HEARTBEAT, time.time())):
+        for key, value in (
+            (HOST, _host_id()),
+            (PID, pid),
+            (PID_START, _process_start(pid)),
+            (HEARTBEAT, time.time()),
+        ):
             storage.set_trial_system_attr(trial._trial_id, key, value)
         run_dir = self.sweep_dir / f"trial_{trial.number}"
         trial.set_user_attr(RUN_DIR, str(run_dir))
         values = {param.key: param.suggest(trial) for param in self.spec.params}
         options = [option for param in self.spec.params for option in param.options(values[param.key])]
-        quiet = [] if self.verbose else ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+        quiet = (
+            []
+            if self.verbose
+            else ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+        )
         tracker = BestMetric(self.spec.metric, self.spec.direction)
         pruning = PyTorchLightningPruningCallback(trial, monitor=self.spec.metric)
         start = time.monotonic()
@@ -601,7 +638,9 @@ class Sweep:
             queue_retry(trial.study, trial.study._storage.get_trial(trial._trial_id), self.spec)
             raise KeyboardInterrupt from err  # Optuna marks the trial FAIL
         checkpoint = cli.trainer.checkpoint_callback
-        best_ckpt = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        best_ckpt = (
+            checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+        )
         self._record(trial, best_ckpt, tracker, start)
         if tracker.best is None:
             raise RuntimeError(f"the trial logged no '{self.spec.metric}' (the sweep file's metric).")
@@ -619,7 +658,11 @@ class Sweep:
         """``test`` on the trial's best checkpoint, into ``<trial>/test/<checkpoint name>/``."""
         from mnist_lightning.cli import build_cli
 
-        with bare_argv(), contextlib.redirect_stdout(sys.stderr if self.verbose else open(os.devnull, "w")):
+        quiet_output = contextlib.redirect_stdout(sys.stderr if self.verbose else io.StringIO())
+        with bare_argv(), quiet_output, warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="The dirpath has changed"
+            )  # the fit's checkpoint callbacks
             cli = build_cli(
                 ["test", *quiet, *self.fit_args, *options, f"--ckpt_path={best_ckpt}"],
                 cli_class=trial_cli_class(),
@@ -649,6 +692,9 @@ class Sweep:
             is_exhausted = getattr(study.sampler, "is_exhausted", None)
             if is_exhausted is not None and is_exhausted(study):
                 return f"the grid is done ({done} trials finished)"
+            # A seeded sampler is seeded anew for each trial, from the trials so far (and this process when
+            # others run): a continued or shared study draws new parameters, a fresh one is reproducible.
+            study.sampler = make_sampler(self.spec, len(all_trials) + (os.getpid() if running else 0))
             study.optimize(self.objective, n_trials=1, callbacks=[self.report_trial], gc_after_trial=True)
 
     def report_trial(self, study, trial) -> None:
@@ -744,7 +790,9 @@ def write_plots(study, sweep_dir: Path) -> list[str]:
     notes, written = [], []
     for name, (make, needed) in makers.items():
         if len(complete) < needed:
-            notes.append(f"{name}: not drawn, it needs {needed} completed trial(s), the study has {len(complete)}.")
+            notes.append(
+                f"{name}: not drawn, it needs {needed} completed trial(s), the study has {len(complete)}."
+            )
             continue
         try:
             with warnings.catch_warnings():
@@ -770,16 +818,21 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="python -m mnist_lightning sweep",
         usage=USAGE,
-        description="Search hyperparameters with Optuna: each trial is a 'fit' run in its own folder, unpromising "
+        description="Search hyperparameters with Optuna: each trial is a 'fit' run in its own folder, "
+        "unpromising "
         "trials are pruned, and the study is stored in a database, so it resumes and can be shared.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--sweep", required=True, help="the sweep file: search space, metric, sampler, pruner")
     parser.add_argument(
-        "--trials", type=int, help="finished (completed or pruned) trials the study should reach, counted over all "
-        "processes and restarts (default: the sweep file's 'trials', else 20)",
+        "--sweep", required=True, help="the sweep file: search space, metric, sampler, pruner"
+    )
+    parser.add_argument(
+        "--trials",
+        type=int,
+        help="finished (completed or pruned) trials the study should reach, counted over all processes and "
+        "restarts (default: the sweep file's 'trials', else 20)",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, help="start no new trial after this many seconds")
     parser.add_argument("--study", help="the study's name (default: the sweep file's name, e.g. mlp)")
@@ -790,9 +843,13 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     )  # fmt: skip
     parser.add_argument("--dir", help="the sweep's folder (default: lightning_logs/sweeps/<study>)")
     parser.add_argument(
-        "--report", action="store_true", help="run no trials: print the best trial, write trials.csv and the plots"
+        "--report",
+        action="store_true",
+        help="run no trials: print the best trial, write trials.csv and the plots",
     )
-    parser.add_argument("--verbose", action="store_true", help="Optuna's and Lightning's logs and progress bars")
+    parser.add_argument(
+        "--verbose", action="store_true", help="Optuna's and Lightning's logs and progress bars"
+    )
     return parser.parse_known_args(args)
 
 
@@ -845,7 +902,7 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
     if not options.report:
         existing = len(study.get_trials(deepcopy=False))
         print(
-            f"Study '{study_name}' ({'continued, ' + str(existing) + ' trials so far' if existing else 'new'}) in "
+            f"Study '{study_name}' ({f'continued, {existing} trials so far' if existing else 'new'}) in "
             f"{options.storage or sweep_dir / 'study.journal'}; trials in {sweep_dir}/trial_<N>/",
             flush=True,
         )

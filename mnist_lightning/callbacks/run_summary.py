@@ -46,7 +46,9 @@ class RunSummary(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module, "finished")
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
         if trainer.state.fn != TrainerFn.FITTING or self._start is None:
             return
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
@@ -105,12 +107,14 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
 
 
 def _monitoring_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
-    callbacks = [callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)]
+    callbacks = [
+        callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)
+    ]
     return next((callback for callback in callbacks if callback.monitor), callbacks[0] if callbacks else None)
 
 
 def _class_and_args(config: Any, module: Any) -> dict[str, Any]:
-    """``{"class": "MLP", "args": {...}}`` from a ``class_path``/``init_args`` config, else from the object."""
+    """``{"class": "MLP", "args": {...}}`` from a class_path/init_args config, else from the object."""
     if config is not None and hasattr(config, "get") and config.get("class_path"):
         init_args = config.get("init_args") or {}
         args = {key: _plain(value) for key, value in dict(init_args).items() if key != "num_classes"}
