@@ -208,7 +208,11 @@ def describe_class(config: Any, skip: set[str]) -> Any:
     if not isinstance(config, dict) or "class_path" not in config:
         return _display(config)
     init_args = config.get("init_args") or {}
-    arguments = ", ".join(f"{key}={_display(value)}" for key, value in init_args.items() if key not in skip)
+    arguments = ", ".join(
+        f"{key}={f'{value:.4g}' if isinstance(value, float) else _display(value)}"
+        for key, value in init_args.items()
+        if key not in skip
+    )
     return f"{_short(config['class_path'])}({arguments})"
 
 

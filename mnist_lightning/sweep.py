@@ -888,6 +888,7 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
 
         prepare_process()
         if not options.verbose:
+            warnings.simplefilter("once")  # a library warning once per sweep, not once per trial
             for name in ("lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).setLevel(logging.WARNING)
         check_params(spec, fit_args)
