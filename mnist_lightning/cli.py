@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import ctypes
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
-from jsonargparse import Namespace
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -144,6 +145,9 @@ class MNISTLightningCLI(LightningCLI):
         self.interrupt_checkpoint = interrupt_checkpoint
         super().__init__(*args, **kwargs)
 
+    def adjust_config(self, subcommand: str, config: Namespace) -> None:
+        """Change the parsed configuration before it is checked: a hook for subclasses (sweep trials)."""
+
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
         parser.set_defaults(
@@ -161,6 +165,7 @@ class MNISTLightningCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        self.adjust_config(subcommand, config)
         check_learning_rate(config.model)
         if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
             config.weights_only = True
@@ -211,6 +216,10 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Best checkpoint: {callback.best_model_path}")
 
 
+class EpilogAsWrittenFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """The main ``--help``: the epilog (the project's commands, one a line) as written, not re-wrapped."""
+
+
 def describe_net(net: Namespace) -> str:
     """``ConvNet(channels=[16, 32])``: a network config in one short phrase, for messages."""
     name = net.class_path.rsplit(".", 1)[-1]
@@ -233,22 +242,49 @@ def _skip_nvml_probe_without_nvml() -> None:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
 
 
-def main(args: list[str] | None = None) -> None:
-    """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
+def prepare_process() -> None:
+    """Process-wide settings every command that trains needs (``main`` and the sweep call it)."""
     _skip_nvml_probe_without_nvml()
     # Redraw the progress bar every 50 steps, not every step (a visible cost for a model this small);
     # Lightning's TQDMProgressBar honours this variable, and users can still set it themselves.
     os.environ.setdefault("TQDM_MINITERS", "50")
+
+
+def build_cli(
+    args: list[str] | None,
+    *,
+    cli_class: type[MNISTLightningCLI] = MNISTLightningCLI,
+    interrupt_checkpoint: InterruptCheckpoint | None = None,
+    **kwargs,
+) -> MNISTLightningCLI:
+    """The project's LightningCLI on ``args`` (``[subcommand, options...]``), run unless ``run=False``.
+
+    ``main`` and each sweep trial go through here, so both get the same parser, presets and checks;
+    ``kwargs`` go to LightningCLI (``trainer_defaults``, ``parser_kwargs``, ``run``, ...).
+    """
+    return cli_class(
+        MNISTClassifier,
+        MNISTDataModule,
+        auto_configure_optimizers=False,
+        save_config_kwargs={"overwrite": True},
+        interrupt_checkpoint=interrupt_checkpoint or InterruptCheckpoint(),
+        parser_class=ConciseArgumentParser,
+        args=args,
+        **kwargs,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
+    prepare_process()
     interrupt_checkpoint = InterruptCheckpoint()
+    from mnist_lightning.commands import project_commands_help
+
     try:
-        MNISTLightningCLI(
-            MNISTClassifier,
-            MNISTDataModule,
-            auto_configure_optimizers=False,
-            save_config_kwargs={"overwrite": True},
+        build_cli(
+            args,
             interrupt_checkpoint=interrupt_checkpoint,
-            parser_class=ConciseArgumentParser,
-            args=args,
+            parser_kwargs={"epilog": project_commands_help(), "formatter_class": EpilogAsWrittenFormatter},
         )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

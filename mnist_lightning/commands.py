@@ -18,6 +18,18 @@ PROJECT_COMMANDS = {
 }
 
 
+def project_commands_help() -> str:
+    """The project's own commands, for the main ``--help`` (those whose module is installed)."""
+    from importlib.util import find_spec
+
+    lines = [
+        f"  {name:<10} {summary}"
+        for name, (module, summary) in PROJECT_COMMANDS.items()
+        if find_spec(module) is not None
+    ]
+    return "project commands (python -m mnist_lightning COMMAND --help):\n" + "\n".join(lines)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
     args = sys.argv[1:] if args is None else list(args)
@@ -27,4 +39,5 @@ def main(args: list[str] | None = None) -> None:
         return
     from mnist_lightning.cli import main as lightning_main
 
-    lightning_main(args)
+    # LightningCLI warns when handed args while sys.argv holds options too: let it read sys.argv itself
+    lightning_main(None if args == sys.argv[1:] else args)

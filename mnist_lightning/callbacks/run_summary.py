@@ -1,0 +1,142 @@
+"""``summary.json``: what a ``fit`` run was and how it ended, for ``python -m mnist_lightning runs``."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_lightning.callbacks.outputs import output_dir
+
+SUMMARY_FILE = "summary.json"
+
+
+class RunSummary(L.Callback):
+    """Writes ``summary.json`` into the run's folder when ``fit`` ends, however it ends (rank 0).
+
+    It holds the data set, the network (class and arguments), optimizer and learning rate, batch size,
+    epochs done, the best ``val_acc`` and its checkpoint, the fit wall time and a ``status``: ``finished``,
+    ``interrupted`` (Ctrl-C, SIGTERM), ``pruned`` (stopped early by a sweep's pruner) or ``failed``. A
+    ``running`` summary is written when training starts, so a run killed outright (SIGKILL) still says
+    what it was; ``runs`` reads these files without importing torch or Lightning.
+    """
+
+    def __init__(self) -> None:
+        self._start: float | None = None
+        self._started_at: str | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._start = time.monotonic()
+        self._started_at = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "running")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "finished")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != TrainerFn.FITTING or self._start is None:
+            return
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            status = "interrupted"
+        elif type(exception).__name__ == "TrialPruned":  # optuna's, not imported here
+            status = "pruned"
+        else:
+            status = "failed"
+        self._write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}".strip())
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str = "") -> None:
+        folder = output_dir(trainer)
+        if not trainer.is_global_zero:
+            return
+        summary = describe_run(trainer, pl_module)
+        summary.update(
+            status=status,
+            started=self._started_at,
+            ended=None if status == "running" else _now(),
+            fit_seconds=None if self._start is None else round(time.monotonic() - self._start, 2),
+        )
+        if error:
+            summary["error"] = error
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / SUMMARY_FILE
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        os.replace(partial, path)
+
+
+def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+    """The run's settings and results so far, as plain JSON values."""
+    hparams = dict(pl_module.hparams)
+    datamodule = trainer.datamodule
+    data = dict(datamodule.hparams) if datamodule is not None else {}
+    checkpoint = _monitoring_checkpoint(trainer)
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
+    optimizer = trainer.optimizers[0] if trainer.optimizers else None
+    return {
+        "dataset": data.get("dataset"),
+        "net": _class_and_args(hparams.get("net"), pl_module.net),
+        "optimizer": type(optimizer).__name__ if optimizer is not None else None,
+        "lr": optimizer.defaults.get("lr") if optimizer is not None else None,
+        "scheduler": _class_and_args(hparams.get("scheduler"), None).get("class"),
+        "batch_size": data.get("batch_size"),
+        "max_epochs": trainer.max_epochs,
+        "epochs": trainer.fit_loop.epoch_progress.current.completed,
+        "global_step": trainer.global_step,
+        "seed": int(os.environ["PL_GLOBAL_SEED"]) if os.environ.get("PL_GLOBAL_SEED") else None,
+        "monitor": checkpoint.monitor if checkpoint is not None else None,
+        "best_score": _number(best_score),
+        "val_acc_best": _number(getattr(pl_module, "val_acc_best", None)) or None,
+        "best_checkpoint": checkpoint.best_model_path or None if checkpoint is not None else None,
+        "log_dir": str(Path(trainer.log_dir or trainer.default_root_dir)),
+    }
+
+
+def _monitoring_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    callbacks = [
+        callback for callback in trainer.checkpoint_callbacks if isinstance(callback, ModelCheckpoint)
+    ]
+    return next((callback for callback in callbacks if callback.monitor), callbacks[0] if callbacks else None)
+
+
+def _class_and_args(config: Any, module: Any) -> dict[str, Any]:
+    """``{"class": "MLP", "args": {...}}`` from a class_path/init_args config, else from the object."""
+    if config is not None and hasattr(config, "get") and config.get("class_path"):
+        init_args = config.get("init_args") or {}
+        args = {key: _plain(value) for key, value in dict(init_args).items() if key != "num_classes"}
+        return {"class": str(config["class_path"]).rsplit(".", 1)[-1], "args": args}
+    if module is not None:
+        return {"class": type(module).__name__, "args": {}}
+    return {"class": None, "args": {}}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "items"):
+        return {key: _plain(item) for key, item in dict(value).items()}
+    return value
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
