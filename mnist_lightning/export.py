@@ -26,6 +26,7 @@ from mnist_lightning.commands import CommandParser
 from mnist_lightning.datasets import DatasetSpec, load_split, spec_of
 from mnist_lightning.errors import UserError
 from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.sampling import normalize
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on black"
@@ -52,9 +53,9 @@ class ProbabilityModel(L.LightningModule):
         return self.net((images - self.mean) / self.std).softmax(dim=1)
 
 
-def load_probability_model(ckpt_path: str) -> tuple[ProbabilityModel, DatasetSpec]:
-    """The checkpoint's network (whichever it was trained with) as a ProbabilityModel in eval mode, and the
-    spec of the data set it was trained on; a UserError for a missing, corrupt or foreign checkpoint."""
+def load_classifier(ckpt_path: str) -> tuple[MNISTClassifier, DatasetSpec]:
+    """The checkpoint's classifier (with whichever network it was trained) in eval mode, and the spec of the
+    data set it was trained on; a UserError for a missing, corrupt or foreign checkpoint."""
     checkpoint = read_checkpoint(ckpt_path)
     spec = spec_of((checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset", "MNIST"))
     try:
@@ -65,6 +66,12 @@ def load_probability_model(ckpt_path: str) -> tuple[ProbabilityModel, DatasetSpe
             f"cannot rebuild the network of --ckpt_path '{ckpt_path}' ({reason}). If it is your own class, "
             f"make its module importable, e.g. PYTHONPATH=<folder of the module>."
         ) from None
+    return classifier.eval(), spec
+
+
+def load_probability_model(ckpt_path: str) -> tuple[ProbabilityModel, DatasetSpec]:
+    """The checkpoint's network as a ProbabilityModel in eval mode, and the spec of its data set."""
+    classifier, spec = load_classifier(ckpt_path)
     return ProbabilityModel(classifier.net, spec.mean, spec.std).eval(), spec
 
 
@@ -166,15 +173,19 @@ class ExportCheck:
 
 
 def check_export(
-    model: ProbabilityModel, predict: Predictor, images: torch.Tensor, labels: torch.Tensor
+    classifier: MNISTClassifier,
+    spec: DatasetSpec,
+    predict: Predictor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
 ) -> ExportCheck:
-    """Run the checkpoint's model and the exported file on uint8 images (N, 28, 28) and compare."""
+    """Compare the exported file with the checkpoint on uint8 images (N, 28, 28): the classifier gets them
+    normalized as in training and ``predict``, the file gets the pixel values in [0, 1]."""
     expected, found = [], []
     with torch.no_grad():
         for batch in images.split(CHECK_BATCH):
-            pixels = batch.unsqueeze(1).float() / 255
-            expected.append(model(pixels))
-            found.append(torch.from_numpy(predict(pixels.numpy())))
+            expected.append(classifier(normalize(batch, spec.mean, spec.std)).softmax(dim=1))
+            found.append(torch.from_numpy(predict((batch.unsqueeze(1).float() / 255).numpy())))
     expected, found = torch.cat(expected), torch.cat(found)
     if found.shape != expected.shape:
         raise UserError(
@@ -207,7 +218,8 @@ def export(ckpt_path: str, output: str, data_dir: str) -> ExportCheck:
     failed export leaves no file behind (nor a stale one of an earlier export in its place).
     """
     format_name, runtime, write, load = format_of(output)
-    model, spec = load_probability_model(ckpt_path)
+    classifier, spec = load_classifier(ckpt_path)
+    model = ProbabilityModel(classifier.net, spec.mean, spec.std).eval()
     try:
         images, labels = load_split(data_dir, train=False, dataset=spec.name)
     except UserError as err:  # the message names the option of the Lightning commands
@@ -219,7 +231,7 @@ def export(ckpt_path: str, output: str, data_dir: str) -> ExportCheck:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write(model, spec, partial)
-        check = check_export(model, load(partial)[0], images, labels)
+        check = check_export(classifier, spec, load(partial)[0], images, labels)
         if not check.passed:
             mismatch = describe_check(check, runtime, spec.name)
             raise UserError(f"the exported file does not match the checkpoint. {mismatch}")
