@@ -7,8 +7,12 @@ needs neither torch nor Lightning.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from importlib import import_module
+from typing import NoReturn
+
+from mnist_lightning.errors import UserError
 
 PROJECT_COMMANDS = {
     "sweep": ("mnist_lightning.sweep", "search hyperparameters with Optuna (pruning, resumable studies)"),
@@ -30,12 +34,24 @@ def project_commands_help() -> str:
     return "project commands (python -m mnist_lightning COMMAND --help):\n" + "\n".join(lines)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """argparse for the project's own commands: a bad option is one ``error: ...`` line and a hint, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {message}\n(run with --help to list the accepted options)\n")
+        self.exit(2)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
     args = sys.argv[1:] if args is None else list(args)
     if args and args[0] in PROJECT_COMMANDS:
         module, _ = PROJECT_COMMANDS[args[0]]
-        import_module(module).main(args[1:])
+        try:
+            import_module(module).main(args[1:])
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
         return
     from mnist_lightning.cli import main as lightning_main
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -110,3 +111,45 @@ def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
     result = run_cli("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder / re.search(r"Best checkpoint: (\S+)", result.stdout).group(1)
+
+
+@pytest.fixture(scope="session")
+def digit_data(tmp_path_factory) -> Path:
+    """A data_dir whose MNIST files hold pictures of printed digits prepared as MNIST digits (800 train, 100
+    test), so a model trained on them recognizes the pictures the serve tests send; treat as read-only."""
+    from serving import prepared_digits
+
+    data_dir = tmp_path_factory.mktemp("digits")
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, count, seed in (("train", 800, 0), ("t10k", 100, 1)):
+        images, labels = prepared_digits(count, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def digit_checkpoint(tmp_path_factory, digit_data) -> Path:
+    """The best checkpoint of a short fit (in this process) on digit_data; treat as read-only."""
+    from inprocess import run_main
+
+    folder = tmp_path_factory.mktemp("digit_fit")
+    status, stdout, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={digit_data}", "--trainer.max_epochs=8",
+        "--trainer.enable_progress_bar=false", "--data.batch_size=32", "--data.val_size=100", cwd=folder,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    return folder / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory, digit_checkpoint):
+    """``serve --ckpt_path digit_checkpoint`` running as a subprocess; stopped with SIGTERM at the end, which
+    must end it cleanly."""
+    from serving import ServerProcess
+
+    served = ServerProcess("--ckpt_path", digit_checkpoint, cwd=tmp_path_factory.mktemp("serve"))
+    yield served
+    assert served.stop(signal.SIGTERM) == 0, served.stderr()[-3000:]
+    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]

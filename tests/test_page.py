@@ -1,0 +1,85 @@
+"""The drawing page in a real browser: headless Chromium, driven by Selenium, draws a digit on the canvas.
+
+Set ``SERVE_PAGE_SCREENSHOT=docs/serve-page.png`` to also save the screenshot there (the README shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# A "7": a bar from left to right, then a stroke down to the lower left (offsets from the canvas centre).
+STROKE = [
+    (-70, -80),
+    (20, 0),
+    (20, 0),
+    (20, 0),
+    (20, 0),
+    (20, 0),
+    (-10, 30),
+    (-12, 35),
+    (-12, 35),
+    (-10, 35),
+    (-8, 30),
+]
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+        pytest.skip(
+            f"headless Chromium not found ({CHROMIUM}, {CHROMEDRIVER}): "
+            f"install it with 'apt-get install chromium chromium-driver'"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,640",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+    yield driver
+    driver.quit()
+
+
+def test_drawing_a_digit_shows_a_prediction_and_ten_bars(server, browser, tmp_path):
+    browser.get(f"{server.url}/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#bars .row")) == 10)  # names from /info
+    assert browser.find_element(By.ID, "prediction").text == ""
+
+    canvas = browser.find_element(By.ID, "pad")
+    actions = ActionChains(browser).move_to_element_with_offset(canvas, *STROKE[0]).click_and_hold()
+    for step in STROKE[1:]:
+        actions.move_by_offset(*step)
+    actions.release().perform()
+
+    wait.until(lambda page: page.find_element(By.ID, "prediction").text != "")
+    prediction = browser.find_element(By.ID, "prediction").text
+    assert prediction in [str(digit) for digit in range(10)]
+    assert "confidence" in browser.find_element(By.ID, "confidence").text
+    bars = browser.find_elements(By.CSS_SELECTOR, "#bars .bar")
+    assert len(bars) == 10
+    widths = [float(bar.value_of_css_property("width").removesuffix("px")) for bar in bars]
+    best = browser.find_element(By.CSS_SELECTOR, "#bars .row.best .name").text
+    assert best == prediction and max(widths) > 0
+
+    screenshot = tmp_path / "serve-page.png"
+    browser.save_screenshot(str(screenshot))
+    assert screenshot.read_bytes().startswith(b"\x89PNG") and screenshot.stat().st_size < 200_000
+    if os.environ.get("SERVE_PAGE_SCREENSHOT"):
+        shutil.copyfile(screenshot, os.environ["SERVE_PAGE_SCREENSHOT"])
+
+    browser.find_element(By.ID, "clear").click()
+    wait.until(lambda page: page.find_element(By.ID, "prediction").text == "")
