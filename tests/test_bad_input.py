@@ -88,7 +88,10 @@ def test_corrupt_idx_file(workdir, tiny_data):
     path = damaged_copy(workdir, tiny_data, "t10k-images-idx3-ubyte")
     path.write_bytes(b"<html>Not Found</html>" + path.read_bytes()[22:])
     assert_fails_clearly(
-        workdir, "test", *fit("data")[1:], expect=("MNIST/raw/t10k-images-idx3-ubyte", "corrupt")
+        workdir,
+        "test",
+        *fit("data", "--ckpt_path", "last")[1:],
+        expect=("MNIST/raw/t10k-images-idx3-ubyte", "corrupt"),
     )
 
 
