@@ -81,7 +81,7 @@ class InterruptCheckpoint(Checkpoint):
 
     def _no_sigterm_notice_for_ctrl_c(self, record: logging.LogRecord) -> bool:
         """Lightning logs "Received SIGTERM: 15" for the SIGTERM that stands in for Ctrl-C: not shown."""
-        return not (self.signal == signal.SIGINT and str(record.msg).startswith("Received SIGTERM"))
+        return not (self.signal == signal.SIGINT and "Received SIGTERM" in str(record.msg))
 
     def _stop_after_this_step(self, signum: int, frame: Any) -> None:
         self.signal = signal.SIGINT
