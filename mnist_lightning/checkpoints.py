@@ -23,6 +23,12 @@ def read_checkpoint(ckpt_path: str) -> dict:
     too), so a file from an untrusted source cannot run code.
     """
     path = Path(ckpt_path)
+    if path.is_dir():
+        raise UserError(
+            f"--ckpt_path '{ckpt_path}' is a folder; pass a checkpoint file in it, e.g. last.ckpt."
+        )
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"--ckpt_path '{ckpt_path}' is an empty file (a copy or save that did not finish?).")
     if not path.is_file():
         raise UserError(
             f"--ckpt_path '{ckpt_path}' does not exist. Checkpoints are written to "

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 import lightning as L
 from jsonargparse import DefaultHelpFormatter, Namespace
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
@@ -33,6 +33,11 @@ from mnist_lightning.datasets import num_classes_of
 from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.fault_tolerance import AtomicCheckpointIO, InterruptCheckpoint
 from mnist_lightning.model import MNISTClassifier
+from mnist_lightning.quiet import EVALUATION_WARNINGS, ProgressBar, ignore_warnings, quiet
+from mnist_lightning.run_folder import RunConfig, RunFolder, flat_hyperparameters, run_version_of
+
+EVALUATIONS = ("validate", "test", "predict")
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
 class ConciseArgumentParser(LightningArgumentParser):
@@ -70,6 +75,11 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
     take that run's newest checkpoint (``last``) or its best one (``best``).
     """
     keyword = config.get("ckpt_path")
+    if subcommand in EVALUATIONS and not keyword:
+        raise UserError(
+            f"{subcommand} evaluates a trained checkpoint: pass --ckpt_path best|last|<file> (best or last: "
+            f"that checkpoint of the newest run under the logger's folder; <file>: a .ckpt written by 'fit')."
+        )
     if keyword not in ("last", "best"):
         return
     logger = config.trainer.get("logger")
@@ -93,6 +103,19 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
     elif newest is None:
         raise UserError(f"--ckpt_path {keyword}: no checkpoint under '{log_root}' yet; run 'fit' first.")
     config.ckpt_path = str(newest if keyword == "last" else best_checkpoint_of(newest))
+
+
+def keep_evaluation_with_its_run(config: Namespace) -> None:
+    """Evaluating a checkpoint of ``<save_dir>/<name>/version_N/checkpoints/``: log into run N itself, so its
+    test metrics sit beside its training curves and its files under ``version_N/<stage>/<checkpoint>/``.
+    A checkpoint from elsewhere gets a new run folder, as Lightning's logger picks."""
+    logger = config.trainer.get("logger")
+    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+    if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
+        return
+    version = run_version_of(config.ckpt_path, init_args.save_dir, init_args.get("name"))
+    if version is not None and init_args.get("version") is None:
+        init_args.version = version
 
 
 def check_log_dir(trainer: L.Trainer) -> None:
@@ -156,6 +179,10 @@ class MNISTLightningCLI(LightningCLI):
                 "model.net": {"class_path": "mnist_lightning.nets.MLP"},
             }
         )
+        # Lightning types these Union[float, int]: "1" parsed as 1.0 meant 100%, not one batch
+        for action in parser._actions:
+            if action.dest.rsplit(".", 1)[-1] in BATCH_LIMITS and hasattr(action, "_typehint"):
+                action._typehint = int | float | None
         parser.link_arguments("data.dataset", "model.num_classes", compute_fn=num_classes_of)
         parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
 
@@ -167,10 +194,14 @@ class MNISTLightningCLI(LightningCLI):
         config = self.config[subcommand]
         self.adjust_config(subcommand, config)
         check_learning_rate(config.model)
+        check_accelerator(config.trainer)
+        check_epochs(subcommand, config.trainer)
         if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
             config.weights_only = True
         resolve_checkpoint_keyword(subcommand, config)
         ckpt_path = config.get("ckpt_path")
+        if subcommand in EVALUATIONS:
+            keep_evaluation_with_its_run(config)
         if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
             self.checkpoint = read_checkpoint(ckpt_path)
             self.requested_net = copy.deepcopy(config.model.get("net"))
@@ -191,7 +222,10 @@ class MNISTLightningCLI(LightningCLI):
     def instantiate_classes(self) -> None:
         try:
             super().instantiate_classes()
-        except ValueError as err:  # a network, optimizer or scheduler refused its arguments
+        except ValueError as err:  # a network, optimizer, scheduler or data setting refused its arguments
+            cause = _user_error_in(err)
+            if cause is not None:  # our own message, wrapped by jsonargparse
+                raise cause from None
             raise UserError(
                 f"invalid setting: {first_line(err)} Check the model section of the config."
             ) from None
@@ -203,7 +237,15 @@ class MNISTLightningCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        bar = trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar:  # Lightning's default: the same bar without v_num
+            trainer.callbacks[trainer.callbacks.index(bar)] = ProgressBar()
+        run_folder = RunFolder(flat_hyperparameters(self.config[self.subcommand]))
+        run_folder.note_new_folder(trainer)
+        trainer.callbacks.insert(0, run_folder)
         check_log_dir(trainer)
+        if self.subcommand in EVALUATIONS:  # the checkpoint's ModelCheckpoint bookkeeping is not used
+            ignore_warnings(EVALUATION_WARNINGS)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.checkpoint_callback is not None:  # checkpointing is on: also save one on Ctrl-C/SIGTERM
@@ -218,6 +260,60 @@ class MNISTLightningCLI(LightningCLI):
 
 class EpilogAsWrittenFormatter(argparse.RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """The main ``--help``: the epilog (the project's commands, one a line) as written, not re-wrapped."""
+
+
+def _user_error_in(err: BaseException) -> UserError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def check_config_files(args: list[str] | None) -> None:
+    """A YAML syntax error in a ``--config`` file, reported with that file's name and the line."""
+    args = sys.argv[1:] if args is None else args
+    for index, arg in enumerate(args):
+        path = args[index + 1] if arg == "--config" and index + 1 < len(args) else None
+        path = arg.split("=", 1)[1] if arg.startswith("--config=") else path
+        if path is None or not Path(path).is_file():
+            continue
+        import yaml
+
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
+            problem = getattr(err, "problem", None) or first_line(err)
+            raise UserError(f"--config {path}: not valid YAML{line}: {problem}.") from None
+
+
+def check_accelerator(trainer_config: Namespace) -> None:
+    """A GPU asked for (``--trainer.accelerator gpu``, a gpu/ddp/multinode preset) where there is none."""
+    import torch
+
+    accelerator = str(trainer_config.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        has = "an Apple GPU (MPS)" if torch.backends.mps.is_available() else "no GPU that torch can use"
+        raise UserError(
+            f"trainer.accelerator is '{accelerator}' (set by --trainer.accelerator or a gpu/ddp/multinode "
+            f"preset), but this machine has {has}. Run here with --config configs/cpu.yaml (or "
+            f"--trainer.accelerator cpu, plus --trainer.devices 2 --trainer.strategy ddp to try DDP)."
+        )
+
+
+def check_epochs(subcommand: str, trainer_config: Namespace) -> None:
+    """``max_epochs 0`` would train nothing; ``-1`` trains until stopped, which is said up front."""
+    if subcommand != "fit":
+        return
+    epochs, steps = trainer_config.get("max_epochs"), trainer_config.get("max_steps")
+    if epochs == 0 or (epochs is not None and epochs < -1):
+        raise UserError(f"trainer.max_epochs must be at least 1 (or -1: until stopped), got {epochs}.")
+    if epochs == -1 and (steps is None or steps < 0) and not trainer_config.get("max_time"):
+        say("trainer.max_epochs is -1: training goes on until you stop it (Ctrl-C saves a checkpoint).")
 
 
 def describe_net(net: Namespace) -> str:
@@ -240,6 +336,12 @@ def _skip_nvml_probe_without_nvml() -> None:
         ctypes.CDLL("libnvidia-ml.so.1")
     except OSError:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
+def program_name() -> str:
+    """``mnist-lightning`` when run as that script, else ``python -m mnist_lightning``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name == "mnist-lightning" else "python -m mnist_lightning"
 
 
 def prepare_process() -> None:
@@ -266,6 +368,7 @@ def build_cli(
         MNISTClassifier,
         MNISTDataModule,
         auto_configure_optimizers=False,
+        save_config_callback=RunConfig,
         save_config_kwargs={"overwrite": True},
         interrupt_checkpoint=interrupt_checkpoint or InterruptCheckpoint(),
         parser_class=ConciseArgumentParser,
@@ -281,11 +384,17 @@ def main(args: list[str] | None = None) -> None:
     from mnist_lightning.commands import project_commands_help
 
     try:
-        build_cli(
-            args,
-            interrupt_checkpoint=interrupt_checkpoint,
-            parser_kwargs={"epilog": project_commands_help(), "formatter_class": EpilogAsWrittenFormatter},
-        )
+        check_config_files(args)
+        with quiet():
+            build_cli(
+                args,
+                interrupt_checkpoint=interrupt_checkpoint,
+                parser_kwargs={
+                    "prog": program_name(),
+                    "epilog": project_commands_help(),
+                    "formatter_class": EpilogAsWrittenFormatter,
+                },
+            )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

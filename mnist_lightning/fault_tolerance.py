@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -15,6 +16,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+SIGNAL_LOG = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -74,13 +77,21 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
             self._default_ctrl_c = signal.signal(signal.SIGINT, self._stop_after_this_step)
+            SIGNAL_LOG.addFilter(self._no_sigterm_notice_for_ctrl_c)
+
+    def _no_sigterm_notice_for_ctrl_c(self, record: logging.LogRecord) -> bool:
+        """Lightning logs "Received SIGTERM: 15" for the SIGTERM that stands in for Ctrl-C: not shown."""
+        return not (self.signal == signal.SIGINT and "Received SIGTERM" in str(record.msg))
 
     def _stop_after_this_step(self, signum: int, frame: Any) -> None:
         self.signal = signal.SIGINT
-        self._restore_ctrl_c()  # a second Ctrl-C raises KeyboardInterrupt at once
+        default, self._default_ctrl_c = self._default_ctrl_c, None
+        if default is not None:  # a second Ctrl-C raises KeyboardInterrupt at once
+            signal.signal(signal.SIGINT, default)
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM handling stops after this step
 
     def _restore_ctrl_c(self) -> None:
+        SIGNAL_LOG.removeFilter(self._no_sigterm_notice_for_ctrl_c)
         if self._default_ctrl_c is not None:
             signal.signal(signal.SIGINT, self._default_ctrl_c)
             self._default_ctrl_c = None

@@ -83,7 +83,7 @@ class MNISTClassifier(L.LightningModule):
         accuracy = self._log_and_reset("val", self.val_loss, self.val_acc)
         if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
             self.val_acc_best = max(self.val_acc_best, accuracy)
-            self.log_dict({"val_acc_best": self.val_acc_best, "hp_metric": self.val_acc_best})
+            self.log("val_acc_best", self.val_acc_best)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, self.test_loss, self.test_acc)
@@ -119,9 +119,17 @@ class MNISTClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best
+        if self._trainer is not None and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            # mid-epoch: the epoch's running sums, so a resumed epoch logs what an uninterrupted one would
+            checkpoint["train_sums"] = [self.train_loss.metric_state, self.train_acc.metric_state]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.val_acc_best = checkpoint.get("val_acc_best", 0.0)
+        for metric, states in zip(
+            (self.train_loss, self.train_acc), checkpoint.get("train_sums", [{}, {}]), strict=True
+        ):
+            for name, value in states.items():
+                getattr(metric, name).copy_(value)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(self.parameters())

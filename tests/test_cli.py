@@ -36,7 +36,7 @@ def test_fit_then_test_writes_checkpoints_config_events_and_metrics(tmp_path, ti
         "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", best, cwd=tmp_path
     )
     assert tested.returncode == 0, tested.stderr[-3000:]
-    metrics = json.loads((tmp_path / "lightning_logs" / "version_1" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "test" / best.stem / "metrics.json").read_text())  # kept with its run
     assert set(metrics) >= {"test_acc", "test_loss"}
     assert 0.0 <= metrics["test_acc"] <= 1.0
 

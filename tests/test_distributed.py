@@ -66,7 +66,8 @@ def test_ddp_test_of_a_checkpoint_matches_one_device_to_the_last_digit_and_loads
     logs = tmp_path / "lightning_logs"
     assert sorted(path.name for path in logs.iterdir()) == ["version_0", "version_1"]
     on_one, on_two = (
-        json.loads((logs / version / "metrics.json").read_text()) for version in ("version_0", "version_1")
+        json.loads((logs / version / "test" / "last" / "metrics.json").read_text())
+        for version in ("version_0", "version_1")
     )
     assert on_one == on_two
     correct = on_one["test_acc"] * TEST_IMAGES

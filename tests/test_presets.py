@@ -53,7 +53,7 @@ def test_best_preset_fits_and_its_checkpoint_tests(tmp_path, tiny_data):
 
     tested = run_presets("test", [BEST], data, "--ckpt_path", str(checkpoint), cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
-    metrics = json.loads((tmp_path / "lightning_logs" / "version_1" / "metrics.json").read_text())
+    metrics = json.loads((checkpoint.parent.parent / "test" / checkpoint.stem / "metrics.json").read_text())
     assert 0.0 <= metrics["test_acc"] <= 1.0
 
 

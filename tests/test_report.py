@@ -123,7 +123,7 @@ def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, 
     tested = run_on_checkpoint("test", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path)
     assert tested.returncode == 0, tested.stderr[-3000:]
 
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = tmp_path / "lightning_logs" / "version_0" / "test" / tiny_checkpoint.stem
     assert all((run / name).is_file() for name in REPORT_FILES)
     metrics = json.loads((run / "metrics.json").read_text())
     report = json.loads((run / "report.json").read_text())
@@ -150,7 +150,7 @@ def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, 
         with Image.open(run / name) as image:
             assert image.width >= 500 and image.height >= 400
 
-    test_events = tensorboard_events(run)
+    test_events = tensorboard_events(run.parent.parent)
     assert {"test_confusion_matrix", "test_misclassified"} <= set(test_events.Tags()["images"])
     assert any(tag.startswith("test_classification_report") for tag in test_events.Tags()["tensors"])
     fit_events = tensorboard_events(tiny_checkpoint.parents[1])
@@ -173,7 +173,7 @@ def test_report_is_exact_on_two_processes_with_uneven_shards(tmp_path, tiny_chec
         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    run = tmp_path / "lightning_logs" / "version_0"
+    run = tmp_path / "lightning_logs" / "version_0" / "test" / tiny_checkpoint.stem
     report = json.loads((run / "report.json").read_text())
     metrics = json.loads((run / "metrics.json").read_text())
 

@@ -94,6 +94,7 @@ def test_killed_then_interrupted_twice_a_run_resumes_to_the_weights_of_an_uninte
     assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in stdout
     assert status == 128 + signal.SIGINT
     assert "lightning_logs/version_0/checkpoints/interrupted.ckpt" in one_line(stderr, "Interrupted (Ctrl-C)")
+    assert "Received SIGTERM" not in stdout + stderr, "Ctrl-C is not reported as a SIGTERM"
     assert load(interrupted)["global_step"] >= load(last)["global_step"]  # mid-epoch, or at its very end
 
     resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last")  # from interrupted.ckpt, mid-epoch

@@ -8,8 +8,24 @@ import lightning as L
 
 
 def output_dir(trainer: L.Trainer) -> Path:
-    """The run's folder (the logger's ``log_dir``); every rank must ask, since under DDP it is a broadcast."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """``<run folder>/<stage>/<checkpoint name>/``: the files of one evaluation of one checkpoint
+    (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path).
+
+    The run folder is the logger's ``log_dir`` (the checkpoint's own run when it lives in one, see
+    ``cli.py``), or ``trainer.default_root_dir`` without a logger. Every rank must ask, since under DDP
+    ``log_dir`` is a broadcast. The first time a run asks for a folder that already holds files, rank 0
+    says that they are replaced.
+    """
+    stage = trainer.state.fn.value if trainer.state.fn is not None else "run"
+    folder = Path(trainer.log_dir or trainer.default_root_dir) / stage
+    if trainer.ckpt_path:
+        folder = folder / Path(trainer.ckpt_path).stem
+    announced = trainer.__dict__.setdefault("_mnist_output_dirs", set())
+    if folder not in announced:
+        announced.add(folder)
+        if trainer.is_global_zero and folder.is_dir() and any(folder.iterdir()):
+            print(f"Replacing the earlier {stage} results in {folder}.", flush=True)
+    return folder
 
 
 def class_names(trainer: L.Trainer, num_classes: int) -> tuple[str, ...]:
