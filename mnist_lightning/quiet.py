@@ -56,6 +56,9 @@ def quiet() -> Iterator[None]:
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     with warnings.catch_warnings():
         ignore_warnings(IRRELEVANT_WARNINGS)
+        # jsonargparse's deprecations of the calls LightningCLI itself makes (add_instantiator, skip_none):
+        # Lightning's to update, nothing a user of this project can change
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli")
         rank_zero.addFilter(ADVERT)
         try:
             yield

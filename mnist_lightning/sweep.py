@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.quiet import quiet
 
 DEFAULT_METRIC = "val_acc"
 DEFAULT_TRIALS = 20
@@ -334,7 +335,7 @@ def probe_cli_class():
             pass
 
         def instantiate_classes(self) -> None:  # the model, data and callback objects, no Trainer
-            self.parser.instantiate_classes(self.config)
+            self.parser.instantiate(self.config)
 
         def after_instantiate_classes(self) -> None:
             self.checkpoint = None
@@ -655,7 +656,7 @@ class Sweep:
             trial.set_user_attr(BEST_CKPT, best_ckpt)
 
     def test(self, trial, best_ckpt: str, quiet: list[str], options: list[str], run_dir: Path) -> None:
-        """``test`` on the trial's best checkpoint, into ``<trial>/test/<checkpoint name>/``."""
+        """``test`` on the trial's best checkpoint: its files go to ``<trial>/test/<checkpoint name>/``."""
         from mnist_lightning.cli import build_cli
 
         quiet_output = contextlib.redirect_stdout(sys.stderr if self.verbose else io.StringIO())
@@ -666,7 +667,7 @@ class Sweep:
             cli = build_cli(
                 ["test", *quiet, *self.fit_args, *options, f"--ckpt_path={best_ckpt}"],
                 cli_class=trial_cli_class(),
-                run_dir=run_dir / "test" / Path(best_ckpt).stem,
+                run_dir=run_dir,
             )
         value = cli.trainer.callback_metrics.get("test_acc")
         if value is not None:
@@ -856,7 +857,8 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(args: list[str]) -> None:
     options, fit_args = parse_args(list(args))
     try:
-        run(options, fit_args)
+        with quiet():
+            run(options, fit_args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -888,7 +890,7 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
 
         prepare_process()
         if not options.verbose:
-            warnings.simplefilter("once")  # a library warning once per sweep, not once per trial
+            warnings.filterwarnings("once", append=True)  # a library warning once per sweep, not per trial
             for name in ("lightning.pytorch", "lightning.fabric"):
                 logging.getLogger(name).setLevel(logging.WARNING)
         check_params(spec, fit_args)

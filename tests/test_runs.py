@@ -37,7 +37,8 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     )
     assert status == 0, err[-3000:]
     logs = tmp_path / "lightning_logs"
-    test_acc = json.loads((logs / "version_1" / "metrics.json").read_text())["test_acc"]
+    [metrics] = (logs / "version_0" / "test").glob("*/metrics.json")  # the test went into the run it tested
+    test_acc = json.loads(metrics.read_text())["test_acc"]
     summary = json.loads((logs / "version_0" / "summary.json").read_text())
     # interrupted before it wrote a summary (an older run, or SIGTERM'd): from its config and checkpoint names
     interrupted = logs / "version_2"

@@ -15,8 +15,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lightning.callbacks.outputs import output_dir
-
 SUMMARY_FILE = "summary.json"
 
 
@@ -60,7 +58,7 @@ class RunSummary(L.Callback):
         self._write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}".strip())
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str = "") -> None:
-        folder = output_dir(trainer)
+        folder = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
             return
         summary = describe_run(trainer, pl_module)
