@@ -3,7 +3,9 @@ presets' batch counts, a resumed epoch's metrics, evaluations kept with their ru
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +16,9 @@ import lightning as L
 import pytest
 from conftest import CONFIG, QUICK, REPO
 from inprocess import run_main
+
+from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.model import MNISTClassifier
 
 DEBUG = REPO / "configs" / "debug"
 
@@ -267,6 +272,28 @@ def test_help_names_the_command_as_it_is_run(tmp_path):
     )
     assert result.stdout.startswith("usage: python -m mnist_lightning "), result.stdout[:300]
     assert "__main__.py" not in result.stdout
+
+
+def help_of(cwd: Path, *args: object) -> str:
+    status, stdout, stderr = run_main(*args, "--help", cwd=cwd)
+    assert status == 0, stderr[-3000:]
+    return stdout
+
+
+def first_paragraph(obj: object) -> str:
+    return " ".join(inspect.getdoc(obj).split("\n\n")[0].split()).rstrip(".")
+
+
+def test_help_describes_each_subcommand_and_group_in_whole_sentences(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per description
+    listed = re.findall(r"^    (fit|validate|test|predict) +(.+)$", help_of(tmp_path), re.M)
+    assert len(listed) == 4 and all(help.endswith(".") for _, help in listed), listed
+    paragraphs = {first_paragraph(obj) for obj in (L.Trainer.__init__, MNISTClassifier, MNISTDataModule)}
+    for subcommand, help in listed:
+        text = help_of(tmp_path, subcommand)
+        assert text.split("\n\n")[1] == help  # its own --help opens with the same sentence
+        for title in re.findall(r"^([A-Z].*):$", text, re.M):  # argparse adds ':', jsonargparse drops '.'
+            assert title in paragraphs | {help.rstrip("."), "Linked arguments"}, title
 
 
 # ---- one paragraph, no traceback ----------------------------------------------------------------------
