@@ -423,7 +423,18 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except SIGTERMException:  # a SystemExit without status; InterruptCheckpoint told where the checkpoint is
-        raise SystemExit(interrupt_checkpoint.exit_status) from None
+        exit_interrupted(interrupt_checkpoint.exit_status)
+    except SystemExit:  # Lightning ends a run stopped at once (a second Ctrl-C) with status 1
+        if interrupt_checkpoint.interrupted:
+            exit_interrupted(interrupt_checkpoint.exit_status)
+        raise
     except KeyboardInterrupt:  # Ctrl-C before the Trainer runs (then Lightning or InterruptCheckpoint acts)
         print("Interrupted (Ctrl-C) before the run started.", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+        exit_interrupted(128 + signal.SIGINT)
+
+
+def exit_interrupted(status: int) -> NoReturn:
+    """Exit with ``status`` (130 or 143), ignoring further Ctrl-Cs: they would break the exit handlers of
+    torch, TensorBoard and tqdm with a traceback (the Trainer restores the default handler when it ends)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise SystemExit(status) from None
