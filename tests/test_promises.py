@@ -176,6 +176,20 @@ def test_a_run_resumed_mid_epoch_logs_the_training_metrics_of_an_uninterrupted_o
         assert [(event.step, event.value) for event in resumed.Scalars(tag)] == expected, tag
 
 
+def test_a_run_resumed_mid_epoch_shows_that_epochs_progress_bar_from_where_it_stopped(tmp_path, tiny_data):
+    args = (*QUICK, "--trainer.max_epochs=2", "--trainer.limit_train_batches=1.0")
+    status, _, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *args,
+        "--trainer.callbacks+=test_promises.StopAtStep20", cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 128 + signal.SIGTERM, stderr[-3000:]
+    stdout = fit_in(tmp_path, tiny_data, *args, "--trainer.enable_progress_bar=true", "--ckpt_path", "last")
+    epoch_1 = [line for line in re.split(r"[\r\n]", stdout) if line.startswith("Epoch 1:")]
+    assert epoch_1, stdout[-3000:]
+    assert any("| 6/14 [" in line for line in epoch_1), epoch_1  # step 20 of 14-step epochs: 6 done
+    assert "| 14/14 [" in epoch_1[-1], epoch_1
+
+
 # ---- evaluations are kept with their run ---------------------------------------------------------------
 
 
