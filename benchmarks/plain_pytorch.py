@@ -1,6 +1,6 @@
 """The seed recipe as a plain PyTorch script, the baseline the Lightning project is measured against.
 
-    python benchmarks/plain_pytorch.py --data_dir ../shared/datasets --loader torchvision --epochs 3
+    python benchmarks/plain_pytorch.py --data_dir /path/to/datasets --loader torchvision --epochs 3
 
 ``--loader torchvision`` is the classic pipeline (torchvision MNIST -> PIL -> ToTensor -> Normalize,
 DataLoader with batch 64, shuffled); ``--loader tensor`` runs the same loop on pre-loaded, pre-normalized
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
@@ -52,7 +53,7 @@ def tensor_batches(data_dir: str, train: bool):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--data_dir", default=os.environ.get("MNIST_DATA_DIR", "data"))
     parser.add_argument("--loader", choices=["torchvision", "tensor"], default="torchvision")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()

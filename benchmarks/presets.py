@@ -1,6 +1,6 @@
 """Accuracy and time of the presets over several seeds: the README's results table.
 
-    python benchmarks/presets.py --data_dir ../shared/datasets --seeds 1 2 3
+    python benchmarks/presets.py --data_dir /path/to/datasets --seeds 1 2 3
 
 For each preset and seed: ``fit`` (timed as a whole process, start-up included) with ``--seed_everything``
 and ``--data.seed`` set to the seed, then ``test`` on the best checkpoint by validation accuracy. Prints a
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -64,7 +65,7 @@ def run(preset: str, seed: int, data_dir: str, workdir: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_dir", default="data")
+    parser.add_argument("--data_dir", default=os.environ.get("MNIST_DATA_DIR", "data"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "PRESETS.md"))

@@ -8,7 +8,7 @@ and measures requests/s and the p50/p99 latency of a request. Prints a markdown 
 Without ``--mlp_ckpt``/``--cnn_ckpt`` it first trains small checkpoints itself on the real data (one epoch
 limited to ``--train_batches`` batches). The clients run on the same machine as the server.
 
-    python benchmarks/serve.py --data_dir ../shared/datasets
+    python benchmarks/serve.py --data_dir /path/to/datasets
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -36,27 +36,24 @@ def read_checkpoint(ckpt_path: str) -> dict:
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Unsupported global" in str(err):
-            raise UserError(
-                f"--ckpt_path '{ckpt_path}' holds pickled Python objects besides weights and plain values; "
-                f"they are not loaded since they could run arbitrary code (checkpoints written by this "
-                f"project's 'fit' hold none)."
-            ) from None
-        raise UserError(_unreadable_message(ckpt_path, err)) from None
     except Exception as err:
-        raise UserError(_unreadable_message(ckpt_path, err)) from None
+        refused = re.search(r"GLOBAL ([\w.]+)", str(err))  # torch names it, then advises loading it anyway
+        if refused:
+            raise UserError(
+                f"--ckpt_path '{ckpt_path}' holds pickled Python objects besides weights and plain values "
+                f"({refused.group(1)}); they are not loaded since they could run arbitrary code (checkpoints "
+                f"written by this project's 'fit' hold none)."
+            ) from None
+        weights_only = "Weights only load failed" in str(err)  # bytes that are no pickle: not torch's advice
+        reason = "not a pickled checkpoint" if weights_only else f"{type(err).__name__}: {first_line(err)}"
+        raise UserError(
+            f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({reason}). Pass a .ckpt file written "
+            f"by this project's 'fit'."
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"--ckpt_path '{ckpt_path}' is not a Lightning checkpoint (it has no 'state_dict').")
     _check_model_class(ckpt_path, checkpoint.get("hyper_parameters") or {})
     return checkpoint
-
-
-def _unreadable_message(ckpt_path: str, err: Exception) -> str:
-    return (
-        f"--ckpt_path '{ckpt_path}' is not a readable checkpoint ({type(err).__name__}: {first_line(err)}). "
-        f"Pass a .ckpt file written by this project's 'fit'."
-    )
 
 
 def _check_model_class(ckpt_path: str, hparams: dict) -> None:

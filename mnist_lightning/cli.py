@@ -37,6 +37,15 @@ from mnist_lightning.quiet import EVALUATION_WARNINGS, ProgressBar, ignore_warni
 from mnist_lightning.run_folder import RunConfig, RunFolder, flat_hyperparameters, run_version_of
 
 EVALUATIONS = ("validate", "test", "predict")
+# Lightning describes each subcommand by the first line of a Trainer method's docstring, which for test and
+# predict stops mid-sentence; these are whole sentences
+SUBCOMMANDS = {
+    "fit": "Train the model; --ckpt_path last resumes the newest run.",
+    "validate": "Evaluate a checkpoint on the validation split.",
+    "test": "Evaluate a checkpoint on the test set and write its metrics and report.",
+    "predict": "Predict the test set or image files (--data.predict_path) with a checkpoint.",
+}
+DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
@@ -170,6 +179,20 @@ class MNISTLightningCLI(LightningCLI):
 
     def adjust_config(self, subcommand: str, config: Namespace) -> None:
         """Change the parsed configuration before it is checked: a hook for subclasses (sweep trials)."""
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        """The parsers, each subcommand described by its whole sentence in SUBCOMMANDS."""
+        for name, description in SUBCOMMANDS.items():
+            subparser_kwargs.setdefault(name, {}).setdefault("description", description)
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:
+            return
+        for choice in self.parser._subcommands_action._choices_actions:  # the list in the main --help
+            choice.help = SUBCOMMANDS.get(choice.dest, choice.help)
+        for name, parser in self._subcommand_parsers.items():  # the group of the method's own arguments
+            for group in parser._action_groups:
+                if name in SUBCOMMANDS and any(action.dest == "ckpt_path" for action in group._group_actions):
+                    group.title = SUBCOMMANDS[name].rstrip(".")
 
     def add_arguments_to_parser(self, parser) -> None:
         # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
@@ -391,6 +414,7 @@ def main(args: list[str] | None = None) -> None:
                 interrupt_checkpoint=interrupt_checkpoint,
                 parser_kwargs={
                     "prog": program_name(),
+                    "description": DESCRIPTION,
                     "epilog": project_commands_help(),
                     "formatter_class": EpilogAsWrittenFormatter,
                 },
@@ -399,7 +423,18 @@ def main(args: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
     except SIGTERMException:  # a SystemExit without status; InterruptCheckpoint told where the checkpoint is
-        raise SystemExit(interrupt_checkpoint.exit_status) from None
+        exit_interrupted(interrupt_checkpoint.exit_status)
+    except SystemExit:  # Lightning ends a run stopped at once (a second Ctrl-C) with status 1
+        if interrupt_checkpoint.interrupted:
+            exit_interrupted(interrupt_checkpoint.exit_status)
+        raise
     except KeyboardInterrupt:  # Ctrl-C before the Trainer runs (then Lightning or InterruptCheckpoint acts)
         print("Interrupted (Ctrl-C) before the run started.", file=sys.stderr)
-        raise SystemExit(128 + signal.SIGINT) from None
+        exit_interrupted(128 + signal.SIGINT)
+
+
+def exit_interrupted(status: int) -> NoReturn:
+    """Exit with ``status`` (130 or 143), ignoring further Ctrl-Cs: they would break the exit handlers of
+    torch, TensorBoard and tqdm with a traceback (the Trainer restores the default handler when it ends)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise SystemExit(status) from None

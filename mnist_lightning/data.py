@@ -132,7 +132,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _image_files_dataset(self, predict_path: str) -> ImageFilesDataset:
         """The readable images of ``predict_path`` prepared as MNIST digits; the others named on stderr."""
-        files = find_images(predict_path)
+        files, not_images = find_images(predict_path)
         digits, kept, unreadable = load_digits(files, self.invert)
         if not kept:
             reasons = "; ".join(f"'{path}': {reason}" for path, reason in unreadable[:5])
@@ -140,8 +140,7 @@ class MNISTDataModule(L.LightningDataModule):
                 f"None of the {len(files)} files of --data.predict_path '{predict_path}' could be read as an "
                 f"image of a digit ({reasons}). Pass image files that show one digit each."
             )
-        if unreadable:
-            _report_unreadable(unreadable)
+        _report_skipped(not_images, unreadable)
         images, _ = self._placed(digits, torch.empty(0))
         return ImageFilesDataset(images, kept, self.spec.mean, self.spec.std)
 
@@ -215,7 +214,14 @@ class MNISTDataModule(L.LightningDataModule):
 
 
 @rank_zero_only
-def _report_unreadable(unreadable: list[tuple[Path, str]]) -> None:
-    lines = [f"Skipped {len(unreadable)} file(s) that could not be read as an image of a digit:"]
-    lines += [f"  {path}: {reason}" for path, reason in unreadable]
-    print("\n".join(lines), file=sys.stderr, flush=True)
+def _report_skipped(not_images: list[Path], unreadable: list[tuple[Path, str]]) -> None:
+    """Name the files of ``predict_path`` that are not predicted: not images, or not readable as a digit."""
+    lines = []
+    if not_images:
+        lines.append(f"Skipped {len(not_images)} file(s) that are not images (by their name's ending):")
+        lines += [f"  {path}" for path in not_images]
+    if unreadable:
+        lines.append(f"Skipped {len(unreadable)} file(s) that could not be read as an image of a digit:")
+        lines += [f"  {path}: {reason}" for path, reason in unreadable]
+    if lines:
+        print("\n".join(lines), file=sys.stderr, flush=True)

@@ -7,7 +7,9 @@ own normalization constants and class names.
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -99,7 +101,8 @@ def missing_files_message(data_dir: str | os.PathLike, dataset: str, reason: str
     folder = raw_folder(data_dir, dataset)
     names = ", ".join(name for pair in RAW_FILES.values() for name in pair)
     return (
-        f"{dataset} is not available: {reason}. Expected the four raw IDX files ({names}) in "
+        f"{dataset} is not available: {reason}. Expected the four raw IDX files ({names}), or their .gz "
+        f"archives, in "
         f"'{folder.resolve()}'. Either run once with internet access so torchvision downloads them there, "
         f"copy or link the files into that folder, or point --data.data_dir at the folder that contains "
         f"{dataset}/raw/."
@@ -107,14 +110,51 @@ def missing_files_message(data_dir: str | os.PathLike, dataset: str, reason: str
 
 
 def download(data_dir: str | os.PathLike, dataset: str) -> None:
-    """Download (or extract already downloaded archives of) a data set with torchvision, into ``data_dir``."""
+    """Make the four raw IDX files present: extract ``.gz`` archives already in the raw folder, else download
+    (and extract) them with torchvision into ``data_dir``.
+
+    The archives are extracted here, offline, rather than by torchvision: torchvision only extracts an
+    archive whose checksum is the original's, and otherwise downloads it again, which fails without network.
+    """
+    if Path(data_dir).exists() and not Path(data_dir).is_dir():
+        raise UserError(
+            f"--data.data_dir '{data_dir}' is a file, not a folder; point it at the folder that holds (or is "
+            f"to hold) {dataset}/raw/."
+        )
+    extract_archives(data_dir, dataset)
+    if has_raw_files(data_dir, dataset):
+        return
     from torchvision import datasets
 
     try:
         getattr(datasets, dataset)(str(data_dir), train=True, download=True)
-    except Exception as err:  # URLError, RuntimeError("Error downloading ..."), OSError
-        reason = f"downloading failed ({first_line(err) or type(err).__name__})"
+    except Exception as err:  # URLError, OSError, RuntimeError("Error downloading ...\n...\n<reason>")
+        lines = str(err).strip().splitlines()  # torchvision ends its message with the last mirror's error
+        reason = f"downloading failed ({lines[-1] if lines else type(err).__name__})"
         raise UserError(missing_files_message(data_dir, dataset, reason)) from None
+
+
+def extract_archives(data_dir: str | os.PathLike, dataset: str) -> None:
+    """Decompress each ``<name>.gz`` in the raw folder whose ``<name>`` is missing (as the data sets are
+    distributed); a damaged archive is a UserError naming it."""
+    folder = raw_folder(data_dir, dataset)
+    for name in (name for pair in RAW_FILES.values() for name in pair):
+        archive, target = folder / f"{name}.gz", folder / name
+        if target.is_file() or not archive.is_file():
+            continue
+        partial = folder / f".{name}.partial"
+        try:
+            with gzip.open(archive) as source, open(partial, "wb") as out:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+            os.replace(partial, target)
+        except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
+            raise UserError(
+                f"'{archive}' is not a readable gzip archive ({first_line(err) or type(err).__name__}). "
+                f"It may be truncated or corrupt: delete it and download or copy it again."
+            ) from None
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def load_split(

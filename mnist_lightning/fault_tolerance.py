@@ -52,8 +52,9 @@ class InterruptCheckpoint(Checkpoint):
     The checkpoint sits beside the run's other checkpoints and resumes mid-epoch exactly (``fit --ckpt_path
     last`` picks it up); a later ``fit`` that completes in the same folder removes it. Ctrl-C is handled like
     Lightning handles SIGTERM, at the end of the current step, so the checkpoint never holds a half-applied
-    optimizer step; a second Ctrl-C stops at once and saves nothing. Other errors save nothing either: the
-    last epoch's ``last.ckpt`` is the state to go back to.
+    optimizer step; a second Ctrl-C before then stops at once and saves nothing. Once the run is stopping,
+    further Ctrl-Cs are ignored, so they cannot break the save or the exit (``main`` exits with 130 or 143).
+    Other errors save nothing either: the last epoch's ``last.ckpt`` is the state to go back to.
 
     (Not a Lightning ``OnExceptionCheckpoint``: with one of those, Lightning turns every plain ``fit`` into
     ``fit(ckpt_path="last")`` and warns about it; resuming is ``--ckpt_path last``'s job here.)
@@ -63,6 +64,7 @@ class InterruptCheckpoint(Checkpoint):
         super().__init__()
         self.dirpath = "."  # the run's checkpoint folder once the run has one
         self.signal = signal.SIGTERM
+        self.interrupted = False  # the run was stopped by Ctrl-C or SIGTERM
         self._default_ctrl_c: Any = None
 
     @property
@@ -85,9 +87,7 @@ class InterruptCheckpoint(Checkpoint):
 
     def _stop_after_this_step(self, signum: int, frame: Any) -> None:
         self.signal = signal.SIGINT
-        default, self._default_ctrl_c = self._default_ctrl_c, None
-        if default is not None:  # a second Ctrl-C raises KeyboardInterrupt at once
-            signal.signal(signal.SIGINT, default)
+        signal.signal(signal.SIGINT, _stop_at_once)
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM handling stops after this step
 
     def _restore_ctrl_c(self) -> None:
@@ -97,16 +97,17 @@ class InterruptCheckpoint(Checkpoint):
             self._default_ctrl_c = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
-        self._restore_ctrl_c()
-        if trainer.state.fn != TrainerFn.FITTING or not isinstance(
-            exception, (KeyboardInterrupt, SIGTERMException)
-        ):
+        stopped = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        if not stopped or trainer.state.fn != TrainerFn.FITTING:
+            self._restore_ctrl_c()
             return
-        reason = (
-            "Ctrl-C"
-            if self.signal == signal.SIGINT or isinstance(exception, KeyboardInterrupt)
-            else "SIGTERM"
-        )
+        self.interrupted = True
+        if isinstance(exception, KeyboardInterrupt):
+            self.signal = signal.SIGINT
+        if threading.current_thread() is threading.main_thread():  # the process is on its way out
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        SIGNAL_LOG.removeFilter(self._no_sigterm_notice_for_ctrl_c)
+        reason = "Ctrl-C" if self.signal == signal.SIGINT else "SIGTERM"
         if isinstance(exception, KeyboardInterrupt):
             message = (
                 f"Stopped ({reason}) at once: nothing saved; --ckpt_path last resumes from the last epoch."
@@ -125,10 +126,16 @@ class InterruptCheckpoint(Checkpoint):
             print(message, file=sys.stderr, flush=True)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore_ctrl_c()
+        if not self.interrupted:
+            self._restore_ctrl_c()
         if stage == TrainerFn.FITTING:
             self.dirpath = _checkpoint_folder(trainer)
             trainer.strategy.remove_checkpoint(self.ckpt_path)
+
+
+def _stop_at_once(signum: int, frame: Any) -> None:
+    """A second Ctrl-C before the step ends: stop now (Lightning ignores Ctrl-C while it shuts down)."""
+    raise KeyboardInterrupt
 
 
 def _checkpoint_folder(trainer: L.Trainer) -> str:

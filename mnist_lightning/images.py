@@ -30,7 +30,6 @@ from PIL import Image, ImageOps
 from mnist_lightning.errors import UserError
 
 InvertMode = Literal["auto", "always", "never"]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 FIELD = 28  # side of an MNIST image
 BOX = 20  # side of the box the digit is scaled to fit
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column of the pixel grid)
@@ -42,40 +41,44 @@ class UnreadableImage(Exception):
     """An image file that cannot be decoded, or that shows no digit; the message says why."""
 
 
-def find_images(path: str) -> list[Path]:
-    """The files ``path`` names, in a stable order: one file, the PNG/JPEG/BMP files in a folder, or a glob.
+def image_suffixes() -> frozenset[str]:
+    """The file name endings of the formats PIL reads: ``.png``, ``.jpg``, ``.gif``, ``.tif``, ``.webp``..."""
+    return frozenset(
+        suffix for suffix, format_ in Image.registered_extensions().items() if format_ in Image.OPEN
+    )
 
-    Raises UserError when the path does not exist, the folder holds no such images, or the glob matches none.
+
+def find_images(path: str) -> tuple[list[Path], list[Path]]:
+    """The image files ``path`` names, in a stable order, and the other files it names (not images).
+
+    ``path`` is one file (taken as it is), a folder (its files, not hidden, not in subfolders) or a glob; in
+    a folder or a glob, files count as images by the endings of the formats PIL reads. Raises UserError when
+    the path does not exist or names no image file.
     """
     given = Path(path).expanduser()
     if given.is_file():
-        return [given]
+        return [given], []
     if given.is_dir():
-        files = sorted(
-            child
-            for child in given.iterdir()
-            if child.is_file() and not child.name.startswith(".") and child.suffix.lower() in IMAGE_SUFFIXES
+        found = [child for child in given.iterdir() if child.is_file() and not child.name.startswith(".")]
+    elif glob.has_magic(path):
+        found = [Path(match) for match in glob.glob(str(given), recursive=True) if Path(match).is_file()]
+    else:
+        raise UserError(
+            f"--data.predict_path '{path}' does not exist. Pass an image file, a folder of image files, or a "
+            f"glob such as 'digits/*.png'."
         )
-        if not files:
-            raise UserError(
-                f"--data.predict_path '{path}' is a folder with no PNG, JPEG or BMP files in it "
-                f"(looked for {', '.join(IMAGE_SUFFIXES)}, not in subfolders). Point it at a folder of digit "
-                f"images, one image file, or a glob such as 'digits/**/*.png'."
-            )
-        return files
-    if glob.has_magic(path):
-        files = sorted(
-            Path(match) for match in glob.glob(str(given), recursive=True) if Path(match).is_file()
+    suffixes = image_suffixes()
+    images = sorted(file for file in found if file.suffix.lower() in suffixes)
+    others = sorted(file for file in found if file.suffix.lower() not in suffixes)
+    if not images:
+        where = "is a folder with no image files in it (subfolders not searched)"
+        what = where if given.is_dir() else "matches no image files" if found else "matches no files"
+        skipped = f"; not images: {', '.join(file.name for file in others[:5])}" if others else ""
+        raise UserError(
+            f"--data.predict_path '{path}' {what}{skipped}. Point it at a folder of digit images (PNG, JPEG, "
+            f"GIF, TIFF, WebP, BMP...), one image file, or a glob such as 'digits/**/*.png'."
         )
-        if not files:
-            raise UserError(
-                f"--data.predict_path '{path}' matches no files. Check the pattern and the folder."
-            )
-        return files
-    raise UserError(
-        f"--data.predict_path '{path}' does not exist. Pass an image file, a folder of PNG/JPEG/BMP files, "
-        f"or a glob such as 'digits/*.png'."
-    )
+    return images, others
 
 
 def read_image(path: Path) -> Image.Image:

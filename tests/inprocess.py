@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 from pathlib import Path
 
 from mnist_lightning.cli import main
@@ -13,7 +14,7 @@ from mnist_lightning.cli import main
 
 def run_main(*args: object, cwd: Path) -> tuple[int, str, str]:
     """``main(ARGS)`` in ``cwd``; returns its exit status (0 when it returns), stdout and stderr."""
-    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    saved_env, saved_cwd, saved_ctrl_c = dict(os.environ), os.getcwd(), signal.getsignal(signal.SIGINT)
     stdout, stderr = io.StringIO(), io.StringIO()
     status = 0
     os.chdir(cwd)
@@ -26,4 +27,5 @@ def run_main(*args: object, cwd: Path) -> tuple[int, str, str]:
         os.chdir(saved_cwd)
         os.environ.clear()
         os.environ.update(saved_env)
+        signal.signal(signal.SIGINT, saved_ctrl_c)  # an interrupted run leaves Ctrl-C ignored, for its exit
     return status, stdout.getvalue(), stderr.getvalue()

@@ -4,8 +4,11 @@ and leaves the checkpoints and logs of earlier runs as they were."""
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import os
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -70,6 +73,46 @@ def test_data_folder_missing_or_empty_without_network(workdir, monkeypatch, fold
     assert_fails_clearly(workdir, *fit("data"), expect=(raw, "t10k-labels-idx1-ubyte", "--data.data_dir"))
 
 
+@pytest.fixture
+def offline(monkeypatch):
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+
+
+def test_a_data_folder_of_gz_archives_is_extracted_offline(tmp_path, tiny_data, offline):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for idx in (tiny_data / "MNIST" / "raw").iterdir():
+        (raw / f"{idx.name}.gz").write_bytes(gzip.compress(idx.read_bytes()))
+    status, _, stderr = run_main(*fit("data"), cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    for idx in (tiny_data / "MNIST" / "raw").iterdir():
+        assert (raw / idx.name).read_bytes() == idx.read_bytes()
+
+
+def test_a_damaged_gz_archive_is_named(workdir, offline):
+    raw = workdir / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bytes(range(256)) * 40)[:-100])
+    assert_fails_clearly(workdir, *fit("data"), expect=("train-images-idx3-ubyte.gz", "truncated or corrupt"))
+
+
+def test_a_data_dir_that_is_a_file(workdir, offline):
+    (workdir / "data").write_text("not a folder")
+    stderr = assert_fails_clearly(workdir, *fit("data"), expect=("'data' is a file, not a folder",))
+    assert "download" not in stderr
+
+
+def test_a_failed_download_says_why(workdir, monkeypatch):
+    def no_name_resolution(*args, **kwargs):
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_name_resolution)
+    assert_fails_clearly(workdir, *fit("data"), expect=("downloading failed (<urlopen error", "not known>)"))
+
+
 def damaged_copy(workdir: Path, tiny_data: Path, name: str) -> Path:
     data = workdir / "data"
     shutil.copytree(tiny_data, data)
@@ -116,11 +159,12 @@ def test_checkpoint_that_does_not_exist(workdir, tiny_data):
 
 def test_file_that_is_not_a_checkpoint(workdir, tiny_data):
     (workdir / "notes.ckpt").write_text("not a checkpoint")
-    assert_fails_clearly(
+    stderr = assert_fails_clearly(
         workdir,
         *fit(tiny_data, "--ckpt_path", "notes.ckpt"),
-        expect=("notes.ckpt", "not a readable checkpoint"),
+        expect=("notes.ckpt", "not a readable checkpoint (not a pickled checkpoint)"),
     )
+    assert "weights_only" not in stderr
 
 
 def test_checkpoint_with_pickled_objects_is_not_unpickled(workdir, tiny_data):
@@ -132,6 +176,18 @@ def test_checkpoint_with_pickled_objects_is_not_unpickled(workdir, tiny_data):
         *fit(tiny_data, "--ckpt_path", "pickled.ckpt"),
         expect=("pickled.ckpt", "could run arbitrary code"),
     )
+
+
+def test_checkpoint_with_code_is_refused_without_torchs_advice_to_load_it_anyway(workdir, tiny_data):
+    checkpoint = last_checkpoint(workdir)
+    checkpoint["extra"] = os.system
+    torch.save(checkpoint, workdir / "code.ckpt")
+    stderr = assert_fails_clearly(
+        workdir,
+        *fit(tiny_data, "--ckpt_path", "code.ckpt"),
+        expect=("code.ckpt", "(posix.system)", "could run arbitrary code"),
+    )
+    assert "weights_only" not in stderr
 
 
 def test_checkpoint_of_a_different_model(workdir, tiny_data):

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.datasets import load_split
 from mnist_lightning.errors import UserError
 from mnist_lightning.images import UnreadableImage, find_images, load_digits, prepare_digit, read_image
@@ -71,7 +72,7 @@ def test_unreadable_and_blank_files_are_skipped_with_a_reason(tmp_path, mnist_di
     Image.new("L", (40, 40), 255).save(tmp_path / "c.png")
     Image.fromarray(mnist_digits[1].numpy()).convert("RGB").save(tmp_path / "d.jpg")
 
-    digits, kept, skipped = load_digits(find_images(str(tmp_path)))
+    digits, kept, skipped = load_digits(find_images(str(tmp_path))[0])
     assert [path.name for path in kept] == ["a.png", "d.jpg"] and digits.shape == (2, 28, 28)
     assert [(path.name, reason) for path, reason in skipped] == [
         ("b.png", "not a readable image (cannot identify image file)"),
@@ -82,21 +83,45 @@ def test_unreadable_and_blank_files_are_skipped_with_a_reason(tmp_path, mnist_di
 
 
 def test_find_images_takes_a_file_a_folder_or_a_glob(tmp_path):
-    for name in ("b.png", "a.JPG", "c.bmp", "notes.txt", ".hidden.png"):
+    for name in ("b.png", "a.JPG", "c.bmp", "e.gif", "f.tif", "g.webp", "notes.txt", ".hidden.png"):
         (tmp_path / name).write_bytes(b"")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.png").write_bytes(b"")
 
-    assert [p.name for p in find_images(str(tmp_path))] == ["a.JPG", "b.png", "c.bmp"]
-    assert [p.name for p in find_images(str(tmp_path / "notes.txt"))] == ["notes.txt"]
-    assert [p.name for p in find_images(f"{tmp_path}/**/*.png")] == ["b.png", "d.png"]
+    def names(path: str) -> tuple[list[str], list[str]]:
+        images, others = find_images(path)
+        return [p.name for p in images], [p.name for p in others]
+
+    images = ["a.JPG", "b.png", "c.bmp", "e.gif", "f.tif", "g.webp"]
+    assert names(str(tmp_path)) == (images, ["notes.txt"])
+    assert names(f"{tmp_path}/*") == (images, ["notes.txt"])
+    assert names(str(tmp_path / "notes.txt")) == (["notes.txt"], [])
+    assert names(f"{tmp_path}/**/*.png") == (["b.png", "d.png"], [])
+
+
+def test_every_format_pil_reads_is_predicted_and_other_files_are_named(tmp_path, capsys):
+    digit = Image.new("L", (40, 40), 0)
+    digit.paste(255, (12, 8, 24, 32))
+    for suffix in ("png", "gif", "tif", "webp"):
+        digit.save(tmp_path / f"digit.{suffix}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    data = MNISTDataModule(predict_path=str(tmp_path))
+    data.setup("predict")
+    assert [path.name for path in data.datasets["predict"].paths] == [
+        "digit.gif", "digit.png", "digit.tif", "digit.webp"
+    ]  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert (
+        f"Skipped 1 file(s) that are not images (by their name's ending):\n  {tmp_path / 'notes.txt'}"
+        in stderr
+    )
 
 
 @pytest.mark.parametrize(
     "make,fragment",
     [
         (lambda root: root / "missing", "does not exist"),
-        (lambda root: root / "empty", "no PNG, JPEG or BMP files"),
+        (lambda root: root / "empty", "no image files in it"),
         (lambda root: root / "*.gif", "matches no files"),
     ],
 )

@@ -3,7 +3,9 @@ presets' batch counts, a resumed epoch's metrics, evaluations kept with their ru
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +16,9 @@ import lightning as L
 import pytest
 from conftest import CONFIG, QUICK, REPO
 from inprocess import run_main
+
+from mnist_lightning.data import MNISTDataModule
+from mnist_lightning.model import MNISTClassifier
 
 DEBUG = REPO / "configs" / "debug"
 
@@ -171,6 +176,20 @@ def test_a_run_resumed_mid_epoch_logs_the_training_metrics_of_an_uninterrupted_o
         assert [(event.step, event.value) for event in resumed.Scalars(tag)] == expected, tag
 
 
+def test_a_run_resumed_mid_epoch_shows_that_epochs_progress_bar_from_where_it_stopped(tmp_path, tiny_data):
+    args = (*QUICK, "--trainer.max_epochs=2", "--trainer.limit_train_batches=1.0")
+    status, _, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *args,
+        "--trainer.callbacks+=test_promises.StopAtStep20", cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 128 + signal.SIGTERM, stderr[-3000:]
+    stdout = fit_in(tmp_path, tiny_data, *args, "--trainer.enable_progress_bar=true", "--ckpt_path", "last")
+    epoch_1 = [line for line in re.split(r"[\r\n]", stdout) if line.startswith("Epoch 1:")]
+    assert epoch_1, stdout[-3000:]
+    assert any("| 6/14 [" in line for line in epoch_1), epoch_1  # step 20 of 14-step epochs: 6 done
+    assert "| 14/14 [" in epoch_1[-1], epoch_1
+
+
 # ---- evaluations are kept with their run ---------------------------------------------------------------
 
 
@@ -267,6 +286,28 @@ def test_help_names_the_command_as_it_is_run(tmp_path):
     )
     assert result.stdout.startswith("usage: python -m mnist_lightning "), result.stdout[:300]
     assert "__main__.py" not in result.stdout
+
+
+def help_of(cwd: Path, *args: object) -> str:
+    status, stdout, stderr = run_main(*args, "--help", cwd=cwd)
+    assert status == 0, stderr[-3000:]
+    return stdout
+
+
+def first_paragraph(obj: object) -> str:
+    return " ".join(inspect.getdoc(obj).split("\n\n")[0].split()).rstrip(".")
+
+
+def test_help_describes_each_subcommand_and_group_in_whole_sentences(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per description
+    listed = re.findall(r"^    (fit|validate|test|predict) +(.+)$", help_of(tmp_path), re.M)
+    assert len(listed) == 4 and all(help.endswith(".") for _, help in listed), listed
+    paragraphs = {first_paragraph(obj) for obj in (L.Trainer.__init__, MNISTClassifier, MNISTDataModule)}
+    for subcommand, help in listed:
+        text = help_of(tmp_path, subcommand)
+        assert text.split("\n\n")[1] == help  # its own --help opens with the same sentence
+        for title in re.findall(r"^([A-Z].*):$", text, re.M):  # argparse adds ':', jsonargparse drops '.'
+            assert title in paragraphs | {help.rstrip("."), "Linked arguments"}, title
 
 
 # ---- one paragraph, no traceback ----------------------------------------------------------------------

@@ -130,3 +130,51 @@ def test_a_plain_fit_starts_fresh_beside_a_stray_interrupted_checkpoint(tmp_path
     checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     last = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert last["global_step"] == 4, "trained its own 4 steps, not resumed from ./interrupted.ckpt"
+
+
+CTRL_C_TWICE = """
+import atexit, os, signal
+import lightning as L
+
+def ctrl_c():
+    os.kill(os.getpid(), signal.SIGINT)
+
+class CtrlCTwice(L.Callback):
+    '''Ctrl-C after training step 3, and again: at once, while the checkpoint is saved, or at exit.'''
+
+    pressed = False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 3 and not self.pressed:
+            self.pressed = True
+            ctrl_c()
+            {"at once": ctrl_c, "at exit": lambda: atexit.register(ctrl_c)}.get(os.environ["AGAIN"], list)()
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if self.pressed and os.environ["AGAIN"] == "while saving":
+            ctrl_c()
+"""
+
+
+@pytest.mark.parametrize(
+    "again,message",
+    [
+        ("at once", "Stopped (Ctrl-C) at once: nothing saved"),
+        ("while saving", "Interrupted (Ctrl-C) at epoch 0, step 3: resumable checkpoint saved"),
+        ("at exit", "Interrupted (Ctrl-C) at epoch 0, step 3: resumable checkpoint saved"),
+    ],
+)
+def test_a_second_ctrl_c_ends_the_run_with_status_130_and_no_traceback(tmp_path, tiny_data, again, message):
+    (tmp_path / "ctrl_c.py").write_text(CTRL_C_TWICE)
+    pythonpath = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_lightning", "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}",
+         *QUICK, "--trainer.limit_train_batches=10", "--trainer.callbacks+=ctrl_c.CtrlCTwice"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1", "AGAIN": again},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and message in result.stderr, result.stderr[-3000:]
+    interrupted = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "interrupted.ckpt"
+    assert interrupted.exists() == (again != "at once")
