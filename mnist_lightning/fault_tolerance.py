@@ -60,6 +60,7 @@ class InterruptCheckpoint(Checkpoint):
         super().__init__()
         self.dirpath = "."  # the run's checkpoint folder once the run has one
         self.signal = signal.SIGTERM
+        self.stopped_at_once = False  # a second Ctrl-C stopped the run (Lightning then exits with status 1)
         self._default_ctrl_c: Any = None
 
     @property
@@ -69,7 +70,7 @@ class InterruptCheckpoint(Checkpoint):
     @property
     def exit_status(self) -> int:
         """The status a shell gives a process stopped by the run's interrupting signal: 130 or 143."""
-        return 128 + self.signal
+        return 128 + (signal.SIGINT if self.stopped_at_once else self.signal)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
@@ -97,6 +98,7 @@ class InterruptCheckpoint(Checkpoint):
             else "SIGTERM"
         )
         if isinstance(exception, KeyboardInterrupt):
+            self.stopped_at_once = True
             message = (
                 f"Stopped ({reason}) at once: nothing saved; --ckpt_path last resumes from the last epoch."
             )
