@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny MNIST-format IDX files written by the tests, the real data, and a CLI runner."""
+"""Shared fixtures: tiny MNIST-format IDX files written by the tests, the real data, the network blocked,
+and a CLI runner for the few tests that need a real subprocess (the others use ``inprocess.run_main``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import struct
@@ -13,9 +15,45 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA_DIR = Path(os.environ.get("MNIST_DATA_DIR", REPO.parent / "shared" / "datasets"))
+# the real MNIST files: MNIST_DATA_DIR, else the project's own data folder (downloaded there when missing)
+REAL_DATA_DIR = Path(os.environ.get("MNIST_DATA_DIR") or REPO / "data")
 CONFIG = REPO / "configs" / "default.yaml"
 TINY_TRAIN, TINY_TEST = 512, 128
+DIGITS = [str(digit) for digit in range(10)]
+OFFLINE = Path(__file__).resolve().parent / "offline"  # its sitecustomize blocks the network in subprocesses
+
+
+def _load_offline_guard():
+    spec = importlib.util.spec_from_file_location("offline_guard", OFFLINE / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_OFFLINE_GUARD = _load_offline_guard()
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test runs as on an offline machine: connections that leave it fail at once (loopback works)."""
+    monkeypatch.setattr("socket.socket.connect", _OFFLINE_GUARD.connect)
+    monkeypatch.setattr("socket.socket.connect_ex", _OFFLINE_GUARD.connect_ex)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a test's ``python`` subprocess: this one's, with the network blocked at start-up.
+
+    Warnings are left as a user sees them (no PYTHONWARNINGS=ignore), so a test can see a warning appear.
+    """
+    path = os.pathsep.join(filter(None, [str(OFFLINE), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that use the real MNIST files are ``slow``: ``pytest -m "not slow"`` is the quick inner loop."""
+    for item in items:
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
@@ -66,30 +104,31 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The real MNIST raw files beside the project (override with MNIST_DATA_DIR)."""
-    if not (REAL_DATA_DIR / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.fail(f"real MNIST files not found under {REAL_DATA_DIR}/MNIST/raw; set MNIST_DATA_DIR")
+    """The folder with the real MNIST raw files: MNIST_DATA_DIR, else the project's ``data/``.
+
+    Missing files are downloaded there as the CLI would (a session fixture, set up before the network is
+    blocked for the test); offline and without them the test fails with the CLI's own message.
+    """
+    from mnist_lightning.data import MNISTDataModule
+    from mnist_lightning.errors import UserError
+
+    try:
+        MNISTDataModule(data_dir=str(REAL_DATA_DIR)).prepare_data()
+    except UserError as err:
+        pytest.fail(f"error: {err} (the tests read MNIST_DATA_DIR, else {REPO / 'data'})", pytrace=False)
     return REAL_DATA_DIR
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: object, cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
     """Run ``python -m mnist_lightning ARGS`` as a user would, in ``cwd``; output captured as text."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "mnist_lightning", *map(str, args)],
         cwd=cwd,
-        env=env,
+        env=subprocess_env(**env),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
-
-
-def run_on_checkpoint(
-    subcommand: str, checkpoint: Path, *args: str, cwd: Path
-) -> subprocess.CompletedProcess:
-    """``run_cli(SUBCOMMAND --config configs/default.yaml --ckpt_path CHECKPOINT ARGS)``."""
-    return run_cli(subcommand, "--config", CONFIG, "--ckpt_path", checkpoint, *args, cwd=cwd)
 
 
 # Arguments that make a CLI run tiny: a couple of small batches, no progress bar.
@@ -106,7 +145,11 @@ QUICK = (
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
     """The best checkpoint of a QUICK command-line fit on tiny_data (it still errs); treat as read-only."""
+    from inprocess import run_main
+
     folder = tmp_path_factory.mktemp("tiny_fit")
-    result = run_cli("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=folder)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder / re.search(r"Best checkpoint: (\S+)", result.stdout).group(1)
+    status, stdout, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=folder
+    )
+    assert status == 0, stderr[-3000:]
+    return folder / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
