@@ -1,6 +1,6 @@
 """The seed recipe as a plain PyTorch script, the baseline the Lightning project is measured against.
 
-    python benchmarks/plain_pytorch.py --data_dir ../shared/datasets --loader torchvision --epochs 3
+    python benchmarks/plain_pytorch.py --data_dir /path/to/datasets --loader torchvision --epochs 3
 
 ``--loader torchvision`` is the classic pipeline (torchvision MNIST -> PIL -> ToTensor -> Normalize,
 DataLoader with batch 64, shuffled); ``--loader tensor`` runs the same loop on pre-loaded, pre-normalized

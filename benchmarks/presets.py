@@ -1,6 +1,6 @@
 """Accuracy and time of the presets over several seeds: the README's results table.
 
-    python benchmarks/presets.py --data_dir ../shared/datasets --seeds 1 2 3
+    python benchmarks/presets.py --data_dir /path/to/datasets --seeds 1 2 3
 
 For each preset and seed: ``fit`` (timed as a whole process, start-up included) with ``--seed_everything``
 and ``--data.seed`` set to the seed, then ``test`` on the best checkpoint by validation accuracy. Prints a

@@ -1,6 +1,6 @@
 """Side-by-side speed benchmark: plain PyTorch vs this project, in one run on one machine.
 
-    python benchmarks/run.py --data_dir ../shared/datasets
+    python benchmarks/run.py --data_dir /path/to/datasets
 
 Measures, interleaved over ``--rounds`` rounds (medians are reported; a ratio is the median of the rounds' own
 ratios, each comparing runs taken minutes apart, which a shared machine's drifting load affects least):
