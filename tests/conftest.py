@@ -22,6 +22,12 @@ TINY_TRAIN, TINY_TEST = 512, 128
 DIGITS = [str(digit) for digit in range(10)]
 OFFLINE = Path(__file__).resolve().parent / "offline"  # its sitecustomize blocks the network in subprocesses
 
+# Tiny models on a shared 2-core CPU: one thread per process (this one and every subprocess) is the fastest,
+# and threads that wait for each other on a busy machine the slowest (a test took 7 s on one, 138 s on two).
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def _load_offline_guard():
     spec = importlib.util.spec_from_file_location("offline_guard", OFFLINE / "sitecustomize.py")
@@ -119,16 +125,48 @@ def real_data() -> Path:
     return REAL_DATA_DIR
 
 
-def run_cli(*args: object, cwd: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: object, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m mnist_lightning ARGS`` as a user would, in ``cwd``; output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "mnist_lightning", *map(str, args)],
         cwd=cwd,
-        env=subprocess_env(**env),
+        env=env or subprocess_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+# What fit, validate, test and predict must never import: the other commands' modules and libraries (sweep:
+# Optuna; export: onnx, onnxruntime; serve: LitServe)
+OTHER_COMMANDS = (
+    "mnist_lightning.sweep", "mnist_lightning.runs", "mnist_lightning.export", "mnist_lightning.serve",
+    "optuna", "onnx", "onnxruntime", "onnxscript", "litserve",
+)  # fmt: skip
+
+
+def watching_imports(folder: Path) -> dict[str, str]:
+    """A subprocess environment that lists every module the process imports on its stderr (Python's
+    ``-X importtime``), with empty stand-ins for the other commands' libraries first on the path, so that an
+    import of one shows up whether or not the real library is installed."""
+    for name in OTHER_COMMANDS:
+        if not name.startswith("mnist_lightning."):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            (folder / name / "__init__.py").write_text("")
+    env = subprocess_env(PYTHONPROFILEIMPORTTIME="1")
+    env["PYTHONPATH"] = f"{folder}{os.pathsep}{env['PYTHONPATH']}"
+    return env
+
+
+def imported(stderr: str) -> set[str]:
+    """The modules a process run with ``watching_imports`` imported."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def without_import_times(stderr: str) -> str:
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith("import time:"))
 
 
 # Arguments that make a CLI run tiny: a couple of small batches, no progress bar.

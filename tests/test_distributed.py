@@ -24,6 +24,7 @@ SMALL = ("--trainer.enable_progress_bar=false", "--data.batch_size=32", "--data.
 # 448 training images: 14 steps of 32 on one device, 7 steps of 2 x 32 on two; a low learning rate keeps
 # the test accuracy below 100% so that the image count is visible in it
 SLOW_LEARNING = "--model.optimizer.init_args.lr=0.0001"
+pytestmark = pytest.mark.slow  # whole processes, four of them
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, TINY_TEST, mnist_normalize, run_cli, write_mnist
+from conftest import (
+    CONFIG,
+    OTHER_COMMANDS,
+    TINY_TEST,
+    imported,
+    mnist_normalize,
+    run_cli,
+    watching_imports,
+    write_mnist,
+)
 from inprocess import run_main, run_on_checkpoint
 from PIL import Image
 
@@ -56,15 +65,19 @@ def test_predict_without_a_path_predicts_the_test_set_in_order(tmp_path, tiny_da
     assert "Predicted classes: 0: " in stdout
 
 
+@pytest.mark.slow  # whole processes
 def test_predict_on_two_processes_writes_each_row_once_in_order(tmp_path, tiny_checkpoint):
-    """A true subprocess: DDP launches the second process by re-running the command."""
+    """A true subprocess: DDP launches the second process by re-running the command. Neither imports the
+    other commands' libraries."""
     data = write_mnist(tmp_path / "odd", test=TINY_TEST - 1)  # shards of 64 and 63 images
     result = run_cli(
         "predict", "--config", CONFIG, "--ckpt_path", tiny_checkpoint, f"--data.data_dir={data}",
         "--data.eval_batch_size=10", "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.strategy=ddp", cwd=tmp_path,
+        "--trainer.strategy=ddp", cwd=tmp_path, env=watching_imports(tmp_path / "stand_ins"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "mnist_lightning.callbacks.prediction_writer" in imported(result.stderr)
+    assert not imported(result.stderr) & set(OTHER_COMMANDS)
     rows = read_predictions(result.stdout, tmp_path)
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST - 1))
     assert_rows_match(rows, model_outputs(tiny_checkpoint, load_split(data, train=False)[0]))

@@ -24,7 +24,7 @@ TESTS = Path(__file__).resolve().parent
 # 448 training images in batches of 8: 56 steps per epoch
 STEPS_PER_EPOCH = 56
 ARGS = (
-    "fit", "--config", str(CONFIG), "--trainer.max_epochs=5", "--trainer.enable_progress_bar=false",
+    "fit", "--config", str(CONFIG), "--trainer.max_epochs=4", "--trainer.enable_progress_bar=false",
     "--data.batch_size=8", "--data.val_size=64",
 )  # fmt: skip
 
@@ -93,9 +93,12 @@ def uninterrupted(tmp_path_factory, tiny_data) -> dict:
     return load(cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
 
 
-def test_killed_then_interrupted_twice_a_run_resumes_to_the_weights_of_an_uninterrupted_one(
+@pytest.mark.slow  # whole processes
+def test_killed_interrupted_and_stopped_a_run_resumes_to_the_weights_of_an_uninterrupted_one(
     tmp_path, tiny_data, uninterrupted
 ):
+    """SIGKILL, Ctrl-C, SIGTERM, then Ctrl-C twice, each in the middle of an epoch; each run resumes from
+    what the one before left; the last resume finishes with exactly the weights of a run never stopped."""
     checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
 
@@ -124,6 +127,19 @@ def test_killed_then_interrupted_twice_a_run_resumes_to_the_weights_of_an_uninte
     )
     assert load(interrupted)["global_step"] == 130 and load(last)["global_step"] == 2 * STEPS_PER_EPOCH
 
+    # Ctrl-C twice: the second stops at once, with Ctrl-C's status, saving nothing and removing nothing
+    before = interrupted.read_bytes()
+    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=150, second_ctrl_c=True)
+    wait_for(tmp_path / "paused", resumed)
+    resumed.send_signal(signal.SIGINT)  # the first: stop after this step and save...
+    wait_for(tmp_path / "paused_again", resumed)
+    resumed.send_signal(signal.SIGINT)  # ...the second, before that: stop at once
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stdout
+    assert resumed.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "nothing saved" in one_line(stderr, "Stopped (Ctrl-C) at once")
+    assert interrupted.read_bytes() == before and load(last)["global_step"] == 2 * STEPS_PER_EPOCH
+
     status, _, stderr = run_main_on_one_thread(
         *ARGS, f"--data.data_dir={tiny_data}", "--ckpt_path", "last", cwd=tmp_path
     )
@@ -138,19 +154,6 @@ def test_killed_then_interrupted_twice_a_run_resumes_to_the_weights_of_an_uninte
         assert all(
             torch.equal(final["optimizer_states"][0]["state"][index][key], state[key]) for key in state
         )
-
-
-def test_a_second_ctrl_c_stops_at_once_with_the_ctrl_c_status_and_saves_nothing(tmp_path, tiny_data):
-    process = start_fit(tmp_path, tiny_data, pause_at=20, second_ctrl_c=True)
-    wait_for(tmp_path / "paused", process)
-    process.send_signal(signal.SIGINT)  # the first: stop after this step and save...
-    wait_for(tmp_path / "paused_again", process)
-    process.send_signal(signal.SIGINT)  # ...the second, before that: stop at once
-    stdout, stderr = process.communicate(timeout=300)
-    assert process.returncode == 128 + signal.SIGINT, stderr[-3000:]
-    assert "Stopped (Ctrl-C) at once: nothing saved" in one_line(stderr, "Stopped (Ctrl-C)")
-    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
-    assert not (checkpoints / "interrupted.ckpt").exists()
 
 
 def test_a_plain_fit_starts_fresh_beside_a_stray_interrupted_checkpoint(tmp_path, tiny_data, tiny_checkpoint):
