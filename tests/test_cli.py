@@ -44,7 +44,7 @@ def best_checkpoint(stdout: str) -> Path:
 @pytest.mark.slow  # whole processes
 def test_fit_then_test_as_a_user_runs_them(tmp_path, tiny_data):
     """``python -m mnist_lightning fit`` then ``test``: checkpoints, config, curves and metrics on disk, no
-    warning, and none of the other commands' libraries imported."""
+    warning from LightningCLI, and none of the other commands' libraries imported."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     env = watching_imports(tmp_path / "stand_ins")
@@ -62,21 +62,22 @@ def test_fit_then_test_as_a_user_runs_them(tmp_path, tiny_data):
     events.Reload()
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_acc_best"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val_acc")) == 2 and len(events.Scalars("train_loss")) == 2
-    assert not warnings_in(fitted.stderr)
+    assert not cli_warnings_in(fitted.stderr)
 
     tested = run_cli("test", *args, "--ckpt_path", best, cwd=tmp_path, env=env)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert not imported(tested.stderr) & set(OTHER_COMMANDS)
-    assert not warnings_in(tested.stderr)
+    assert not cli_warnings_in(tested.stderr)
     metrics = json.loads((tmp_path / "lightning_logs" / "version_1" / "metrics.json").read_text())
     accuracy, loss = metrics_of(best, tiny_data)  # the checkpoint's own numbers on the test images
     assert metrics["test_acc"] == pytest.approx(accuracy, abs=1e-6)
     assert metrics["test_loss"] == pytest.approx(loss, rel=1e-5)
 
 
-def warnings_in(stderr: str) -> list[str]:
-    """The warnings a process printed: ``file.py:LINE: [Category:] message`` (Lightning omits categories)."""
-    return re.findall(r"^.*\.py:\d+: .*$", without_import_times(stderr), re.M)
+def cli_warnings_in(stderr: str) -> list[str]:
+    """The warnings LightningCLI printed (``.../lightning/pytorch/cli.py:LINE: message``), about how the
+    project drives it. (Other libraries' notices are issue 14's quiet output.)"""
+    return re.findall(r"^.*/lightning/pytorch/cli\.py:\d+: .*$", without_import_times(stderr), re.M)
 
 
 def metrics_of(checkpoint: Path, data: Path) -> tuple[float, float]:
