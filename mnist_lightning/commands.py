@@ -2,7 +2,8 @@
 
 Each of ``sweep``, ``runs``, ``export`` and ``serve`` lives in its own module with a ``main(args)``, imported
 only when it is run, so no command pays for another's libraries (Optuna, onnx, LitServe) and ``runs``
-needs neither torch nor Lightning.
+needs neither torch nor Lightning. The top-level ``--help`` is written here, without importing Lightning;
+``COMMAND --help`` is each command's own.
 """
 
 from __future__ import annotations
@@ -14,6 +15,13 @@ from typing import NoReturn
 
 from mnist_lightning.errors import UserError
 
+# the LightningCLI subcommands (mnist_lightning.cli), with what each does here
+LIGHTNING_COMMANDS = {
+    "fit": "train a model, validating every epoch (logs and checkpoints in lightning_logs/)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test set (metrics.json and a report)",
+    "predict": "classify the test set or your image files (predictions.csv)",
+}
 PROJECT_COMMANDS = {
     "sweep": ("mnist_lightning.sweep", "search hyperparameters with Optuna (pruning, resumable studies)"),
     "runs": ("mnist_lightning.runs", "a table of the runs under a log folder"),
@@ -22,16 +30,23 @@ PROJECT_COMMANDS = {
 }
 
 
-def project_commands_help() -> str:
-    """The project's own commands, for the main ``--help`` (those whose module is installed)."""
-    from importlib.util import find_spec
-
+def usage() -> str:
+    """The top-level help: every command with one line."""
+    commands = {**LIGHTNING_COMMANDS, **{name: text for name, (_, text) in PROJECT_COMMANDS.items()}}
+    width = max(map(len, commands))
     lines = [
-        f"  {name:<10} {summary}"
-        for name, (module, summary) in PROJECT_COMMANDS.items()
-        if find_spec(module) is not None
+        "usage: mnist-lightning COMMAND [options]   (the same as: python -m mnist_lightning COMMAND ...)",
+        "",
+        "Train, compare and ship an MNIST digit classifier with PyTorch Lightning.",
+        "",
+        "commands:",
+        *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
+        "",
+        "mnist-lightning COMMAND --help lists a command's options. fit, validate, test and predict take",
+        "YAML configs (--config configs/default.yaml; later ones override earlier ones) and print the",
+        "resolved configuration with --print_config.",
     ]
-    return "project commands (python -m mnist_lightning COMMAND --help):\n" + "\n".join(lines)
+    return "\n".join(lines)
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -44,16 +59,18 @@ class CommandParser(argparse.ArgumentParser):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
-    args = sys.argv[1:] if args is None else list(args)
-    if args and args[0] in PROJECT_COMMANDS:
-        module, _ = PROJECT_COMMANDS[args[0]]
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] in (["-h"], ["--help"]):
+        print(usage())
+        return
+    if argv and argv[0] in PROJECT_COMMANDS:
+        module, _ = PROJECT_COMMANDS[argv[0]]
         try:
-            import_module(module).main(args[1:])
+            import_module(module).main(argv[1:])
         except UserError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
         return
     from mnist_lightning.cli import main as lightning_main
 
-    # LightningCLI warns when handed args while sys.argv holds options too: let it read sys.argv itself
-    lightning_main(None if args == sys.argv[1:] else args)
+    lightning_main(args)  # None: LightningCLI reads the command line itself (and does not warn)

@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny MNIST-format IDX files written by the tests, the real data, and a CLI runner."""
+"""Shared fixtures: tiny MNIST-format IDX files written by the tests, the real data, the network blocked,
+and a CLI runner for the few tests that need a real subprocess (the others use ``inprocess.run_main``)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -14,9 +16,51 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA_DIR = Path(os.environ.get("MNIST_DATA_DIR", REPO.parent / "shared" / "datasets"))
+# the real MNIST files: MNIST_DATA_DIR, else the project's own data folder (downloaded there when missing)
+REAL_DATA_DIR = Path(os.environ.get("MNIST_DATA_DIR") or REPO / "data")
 CONFIG = REPO / "configs" / "default.yaml"
 TINY_TRAIN, TINY_TEST = 512, 128
+DIGITS = [str(digit) for digit in range(10)]
+OFFLINE = Path(__file__).resolve().parent / "offline"  # its sitecustomize blocks the network in subprocesses
+
+# Tiny models on a shared 2-core CPU: one thread per process (this one and every subprocess) is the fastest,
+# and threads that wait for each other on a busy machine the slowest (a test took 7 s on one, 138 s on two).
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def _load_offline_guard():
+    spec = importlib.util.spec_from_file_location("offline_guard", OFFLINE / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_OFFLINE_GUARD = _load_offline_guard()
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test runs as on an offline machine: connections that leave it fail at once (loopback works)."""
+    monkeypatch.setattr("socket.socket.connect", _OFFLINE_GUARD.connect)
+    monkeypatch.setattr("socket.socket.connect_ex", _OFFLINE_GUARD.connect_ex)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a test's ``python`` subprocess: this one's, with the network blocked at start-up.
+
+    Warnings are left as a user sees them (no PYTHONWARNINGS=ignore), so a test can see a warning appear.
+    """
+    path = os.pathsep.join(filter(None, [str(OFFLINE), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that use the real MNIST files are ``slow``: ``pytest -m "not slow"`` is the quick inner loop."""
+    for item in items:
+        if "real_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
@@ -67,30 +111,63 @@ def tiny_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    """The real MNIST raw files beside the project (override with MNIST_DATA_DIR)."""
-    if not (REAL_DATA_DIR / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.fail(f"real MNIST files not found under {REAL_DATA_DIR}/MNIST/raw; set MNIST_DATA_DIR")
+    """The folder with the real MNIST raw files: MNIST_DATA_DIR, else the project's ``data/``.
+
+    Missing files are downloaded there as the CLI would (a session fixture, set up before the network is
+    blocked for the test); offline and without them the test fails with the CLI's own message.
+    """
+    from mnist_lightning.data import MNISTDataModule
+    from mnist_lightning.errors import UserError
+
+    try:
+        MNISTDataModule(data_dir=str(REAL_DATA_DIR)).prepare_data()
+    except UserError as err:
+        pytest.fail(f"error: {err} (the tests read MNIST_DATA_DIR, else {REPO / 'data'})", pytrace=False)
     return REAL_DATA_DIR
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: object, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``python -m mnist_lightning ARGS`` as a user would, in ``cwd``; output captured as text."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
         [sys.executable, "-m", "mnist_lightning", *map(str, args)],
         cwd=cwd,
-        env=env,
+        env=env or subprocess_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def run_on_checkpoint(
-    subcommand: str, checkpoint: Path, *args: str, cwd: Path
-) -> subprocess.CompletedProcess:
-    """``run_cli(SUBCOMMAND --config configs/default.yaml --ckpt_path CHECKPOINT ARGS)``."""
-    return run_cli(subcommand, "--config", CONFIG, "--ckpt_path", checkpoint, *args, cwd=cwd)
+# What fit, validate, test and predict must never import: the other commands' modules and libraries (sweep:
+# Optuna; export: onnx, onnxruntime; serve: LitServe)
+OTHER_COMMANDS = (
+    "mnist_lightning.sweep", "mnist_lightning.runs", "mnist_lightning.export", "mnist_lightning.serve",
+    "optuna", "onnx", "onnxruntime", "onnxscript", "litserve",
+)  # fmt: skip
+
+
+def watching_imports(folder: Path) -> dict[str, str]:
+    """A subprocess environment that lists every module the process imports on its stderr (Python's
+    ``-X importtime``), with empty stand-ins for the other commands' libraries first on the path, so that an
+    import of one shows up whether or not the real library is installed."""
+    for name in OTHER_COMMANDS:
+        if not name.startswith("mnist_lightning."):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            (folder / name / "__init__.py").write_text("")
+    env = subprocess_env(PYTHONPROFILEIMPORTTIME="1")
+    env["PYTHONPATH"] = f"{folder}{os.pathsep}{env['PYTHONPATH']}"
+    return env
+
+
+def imported(stderr: str) -> set[str]:
+    """The modules a process run with ``watching_imports`` imported."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def without_import_times(stderr: str) -> str:
+    return "\n".join(line for line in stderr.splitlines() if not line.startswith("import time:"))
 
 
 # Arguments that make a CLI run tiny: a couple of small batches, no progress bar.
@@ -107,10 +184,14 @@ QUICK = (
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tiny_data) -> Path:
     """The best checkpoint of a QUICK command-line fit on tiny_data (it still errs); treat as read-only."""
+    from inprocess import run_main
+
     folder = tmp_path_factory.mktemp("tiny_fit")
-    result = run_cli("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=folder)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder / re.search(r"Best checkpoint: (\S+)", result.stdout).group(1)
+    status, stdout, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=folder
+    )
+    assert status == 0, stderr[-3000:]
+    return folder / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
 
 
 @pytest.fixture(scope="session")

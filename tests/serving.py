@@ -119,7 +119,7 @@ class ServerProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,  # a process group of its own, as a terminal's Ctrl-C reaches it
-                env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                env=dict(os.environ),
             )
         self.wait_until_ready()
 

@@ -8,7 +8,6 @@ from conftest import TINY_TEST, TINY_TRAIN
 
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.datasets import DATASETS
-from mnist_lightning.errors import UserError
 from mnist_lightning.sampling import ShardedBatchSampler
 
 MNIST_MEAN, MNIST_STD = DATASETS["MNIST"].mean, DATASETS["MNIST"].std
@@ -100,23 +99,6 @@ def test_sharded_batches_cover_every_sample_once(num_samples, batch_size, world_
     assert all(len(batch) >= 1 for batches in shards for batch in batches)
 
 
-def test_missing_data_without_network_names_folder_and_files(tmp_path, monkeypatch):
-    import urllib.request
-
-    def offline(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(urllib.request, "urlopen", offline)
-    dm = MNISTDataModule(data_dir=str(tmp_path / "nowhere"))
-    with pytest.raises(UserError) as info:
-        dm.prepare_data()
-    message = str(info.value)
-    assert str((tmp_path / "nowhere" / "MNIST" / "raw").resolve()) in message
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
-        assert name in message
-    assert "--data.data_dir" in message
-
-
 def test_present_files_need_no_network(tiny_data, monkeypatch):
     import urllib.request
 
@@ -163,3 +145,23 @@ def test_sampler_resumed_mid_epoch_yields_exactly_the_remaining_batches():
     full = batches()
     assert batches(epoch=3, batches_done=4) == full[4:]
     assert batches(epoch=2, batches_done=4) == full  # a resume point of another epoch is dropped
+
+
+def test_worker_processes_load_the_same_batches_as_the_main_process(tmp_path, tiny_data, tiny_checkpoint):
+    """``data.num_workers=2``: the same fit as tiny_checkpoint's (which loads in the main process), weight for
+    weight, so the workers saw the same batches in the same order."""
+    import re
+
+    from conftest import CONFIG, QUICK
+    from inprocess import run_main
+
+    args = ("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, "--data.num_workers=2")
+    status, stdout, stderr = run_main(*args, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    checkpoint = tmp_path / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
+    with_workers = torch.load(checkpoint, weights_only=True)
+    reference = torch.load(tiny_checkpoint, weights_only=True)
+    assert with_workers["hyper_parameters"] == reference["hyper_parameters"]
+    assert checkpoint.name == tiny_checkpoint.name  # the same epoch and validation accuracy
+    for name, tensor in reference["state_dict"].items():
+        assert torch.equal(with_workers["state_dict"][name], tensor), name

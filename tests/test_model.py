@@ -137,14 +137,3 @@ def test_train_accuracy_equals_torchmetrics_accuracy_also_when_shards_are_merged
     rank0.merge_state(rank1)
     assert one_device.compute().item() == rank0.compute().item() == reference.compute().item()
     assert 0.0 < reference.compute().item() < 0.3  # chance level: random logits
-
-
-def test_importing_the_model_does_not_import_the_report():
-    import subprocess
-    import sys
-
-    # (torchmetrics itself imports matplotlib when it is installed; the report's figures are ours to keep out)
-    code = "import sys, mnist_lightning.model; print('mnist_lightning.report' in sys.modules)"
-    assert (
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
-    )

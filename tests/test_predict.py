@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, TINY_TEST, mnist_normalize, run_cli, run_on_checkpoint, write_mnist
+from conftest import (
+    CONFIG,
+    OTHER_COMMANDS,
+    TINY_TEST,
+    imported,
+    mnist_normalize,
+    run_cli,
+    watching_imports,
+    write_mnist,
+)
+from inprocess import run_main, run_on_checkpoint
 from PIL import Image
 
 from mnist_lightning.data import MNISTDataModule
@@ -26,9 +36,8 @@ def model_outputs(checkpoint: Path, images: torch.Tensor) -> torch.Tensor:
         return model(mnist_normalize(images)).softmax(dim=1)
 
 
-def read_predictions(result, cwd: Path) -> list[dict[str, str]]:
-    assert result.returncode == 0, result.stderr[-3000:]
-    path = re.search(r"predictions written to (\S+)", result.stdout).group(1)
+def read_predictions(stdout: str, cwd: Path) -> list[dict[str, str]]:
+    path = re.search(r"predictions written to (\S+)", stdout).group(1)
     with (cwd / path).open() as handle:
         return list(csv.DictReader(handle))
 
@@ -44,22 +53,32 @@ def assert_rows_match(rows: list[dict[str, str]], expected: torch.Tensor) -> Non
 
 
 def test_predict_without_a_path_predicts_the_test_set_in_order(tmp_path, tiny_data, tiny_checkpoint):
-    result = run_on_checkpoint("predict", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path)
-    rows = read_predictions(result, tmp_path)
+    status, stdout, stderr = run_on_checkpoint(
+        "predict", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    rows = read_predictions(stdout, tmp_path)
     assert list(rows[0]) == ["index", "prediction", "label", "confidence", *PROBABILITIES]
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST))
     assert_rows_match(rows, model_outputs(tiny_checkpoint, load_split(tiny_data, train=False)[0]))
-    assert f"Predicted {TINY_TEST} test images" in result.stdout
-    assert "Predicted classes: 0: " in result.stdout
+    assert f"Predicted {TINY_TEST} test images" in stdout
+    assert "Predicted classes: 0: " in stdout
 
 
+@pytest.mark.slow  # whole processes
 def test_predict_on_two_processes_writes_each_row_once_in_order(tmp_path, tiny_checkpoint):
+    """A true subprocess: DDP launches the second process by re-running the command. Neither imports the
+    other commands' libraries."""
     data = write_mnist(tmp_path / "odd", test=TINY_TEST - 1)  # shards of 64 and 63 images
-    result = run_on_checkpoint(
-        "predict", tiny_checkpoint, f"--data.data_dir={data}", "--data.eval_batch_size=10",
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path,
+    result = run_cli(
+        "predict", "--config", CONFIG, "--ckpt_path", tiny_checkpoint, f"--data.data_dir={data}",
+        "--data.eval_batch_size=10", "--trainer.accelerator=cpu", "--trainer.devices=2",
+        "--trainer.strategy=ddp", cwd=tmp_path, env=watching_imports(tmp_path / "stand_ins"),
     )  # fmt: skip
-    rows = read_predictions(result, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mnist_lightning.callbacks.prediction_writer" in imported(result.stderr)
+    assert not imported(result.stderr) & set(OTHER_COMMANDS)
+    rows = read_predictions(result.stdout, tmp_path)
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST - 1))
     assert_rows_match(rows, model_outputs(tiny_checkpoint, load_split(data, train=False)[0]))
     assert result.stdout.count("predictions written to") == 1
@@ -69,13 +88,13 @@ def test_predict_on_two_processes_writes_each_row_once_in_order(tmp_path, tiny_c
 def real_checkpoint(tmp_path_factory, real_data) -> Path:
     """A checkpoint trained for 150 steps on real MNIST (about 90% accurate)."""
     folder = tmp_path_factory.mktemp("real_fit")
-    result = run_cli(
+    status, stdout, stderr = run_main(
         "fit", "--config", CONFIG, f"--data.data_dir={real_data}", "--trainer.max_epochs=1",
         "--trainer.limit_train_batches=150", "--trainer.limit_val_batches=5",
         "--trainer.enable_progress_bar=false", cwd=folder,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return folder / re.search(r"Best checkpoint: (\S+)", result.stdout).group(1)
+    assert status == 0, stderr[-3000:]
+    return folder / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
 
 
 def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path, real_data, real_checkpoint):
@@ -99,11 +118,12 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
             )
     (folder / "05_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
 
-    result = run_cli(
+    status, stdout, stderr = run_main(
         "predict", "--config", CONFIG, "--ckpt_path", real_checkpoint, f"--data.predict_path={folder}",
         "--data.data_dir=no_mnist_needed", cwd=tmp_path,
     )  # fmt: skip
-    rows = read_predictions(result, tmp_path)
+    assert status == 0, stderr[-3000:]
+    rows = read_predictions(stdout, tmp_path)
     assert list(rows[0]) == ["path", "prediction", "label", "confidence", *PROBABILITIES]
     readable = sorted(path.name for path in folder.iterdir() if path.name != "05_broken.png")
     assert [Path(row["path"]).name for row in rows] == readable  # in the order of the names
@@ -111,15 +131,17 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
     plain = [row for row in rows if "plain" in row["path"]]
     written = torch.tensor([[float(row[name]) for name in PROBABILITIES] for row in plain])
     torch.testing.assert_close(written, probabilities[confident[::3]], atol=0.02, rtol=0)
-    assert "05_broken.png: not a readable image (cannot identify image file)" in result.stderr
-    assert "Predicted 12 image files" in result.stdout
+    assert "05_broken.png: not a readable image (cannot identify image file)" in stderr
+    assert "Predicted 12 image files" in stdout
 
 
 def test_predict_path_that_does_not_exist_is_a_clear_error(tmp_path, tiny_checkpoint):
-    result = run_on_checkpoint("predict", tiny_checkpoint, "--data.predict_path=nowhere/*.png", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "nowhere/*.png" in result.stderr and "matches no files" in result.stderr
-    assert "Traceback" not in result.stderr
+    status, _, stderr = run_on_checkpoint(
+        "predict", tiny_checkpoint, "--data.predict_path=nowhere/*.png", cwd=tmp_path
+    )
+    assert status == 2
+    assert "nowhere/*.png" in stderr and "matches no files" in stderr
+    assert "Traceback" not in stderr
 
 
 def test_a_folder_where_no_file_is_an_image_is_a_clear_error(tmp_path):

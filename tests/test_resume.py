@@ -1,9 +1,13 @@
-"""Interrupted runs as a user meets them: SIGKILL, Ctrl-C, SIGTERM during fit, then ``--ckpt_path last``."""
+"""Interrupted runs as a user meets them: SIGKILL, Ctrl-C, SIGTERM during fit, then ``--ckpt_path last``.
+
+The runs are subprocesses (signals are what is tested); each signal is sent while the run is held at a
+known step in the middle of an epoch (``pause_at_step.PauseAtStep``), never after a guessed sleep.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -13,38 +17,48 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG, QUICK
+from conftest import CONFIG, QUICK, subprocess_env
 from inprocess import run_main
 
-# 448 training images in batches of 8: 56 steps per epoch, long enough to interrupt an epoch in its middle
+TESTS = Path(__file__).resolve().parent
+# 448 training images in batches of 8: 56 steps per epoch
+STEPS_PER_EPOCH = 56
 ARGS = (
-    "fit", "--config", str(CONFIG), "--trainer.max_epochs=5", "--trainer.enable_progress_bar=false",
+    "fit", "--config", str(CONFIG), "--trainer.max_epochs=4", "--trainer.enable_progress_bar=false",
     "--data.batch_size=8", "--data.val_size=64",
 )  # fmt: skip
 
 
-def start_fit(cwd: Path, data: Path, *extra: str) -> subprocess.Popen:
-    """``python -m mnist_lightning fit`` in the background, on one thread, with Ctrl-C delivered as SIGINT."""
+def start_fit(cwd: Path, data: Path, *extra: str, pause_at: int, second_ctrl_c: bool = False):
+    """``python -m mnist_lightning fit`` in the background, held at step ``pause_at``; Ctrl-C is SIGINT."""
+    pause = {"step": pause_at, "marker": str(cwd / "paused")}
+    if second_ctrl_c:
+        pause["second_marker"] = str(cwd / "paused_again")
+    for name in ("paused", "paused_again"):
+        (cwd / name).unlink(missing_ok=True)
+    callback = {"class_path": "pause_at_step.PauseAtStep", "init_args": pause}
+    env = subprocess_env(OMP_NUM_THREADS="1")  # tiny model, shared CPU
+    env["PYTHONPATH"] = f"{env['PYTHONPATH']}{os.pathsep}{TESTS}"
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_lightning", *ARGS, f"--data.data_dir={data}", *extra],
-        cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},  # tiny model, shared CPU
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "mnist_lightning", *ARGS, f"--data.data_dir={data}", *extra,
+         f"--trainer.callbacks+={json.dumps(callback)}"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    )  # fmt: skip
 
 
-def interrupt_after_next_epoch(process: subprocess.Popen, last: Path, signum: int) -> tuple[int, str, str]:
-    """Wait until ``process`` writes ``last`` anew (an epoch ended), then send ``signum`` a moment later."""
-    previous = last.stat().st_mtime_ns if last.exists() else None
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline:
-        if last.exists() and last.stat().st_mtime_ns != previous:
-            break
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            stdout, stderr = process.communicate()
+            pytest.fail(f"the run never reached {path.name}:\n{stdout[-2000:]}\n{stderr[-3000:]}")
         time.sleep(0.01)
-    time.sleep(random.uniform(0, 0.05))
+
+
+def signal_when_paused(process: subprocess.Popen, cwd: Path, signum: int) -> tuple[int, str, str]:
+    wait_for(cwd / "paused", process)
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=300)
     return process.returncode, stdout, stderr
@@ -79,32 +93,53 @@ def uninterrupted(tmp_path_factory, tiny_data) -> dict:
     return load(cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
 
 
-def test_killed_then_interrupted_twice_a_run_resumes_to_the_weights_of_an_uninterrupted_one(
+@pytest.mark.slow  # whole processes
+def test_killed_interrupted_and_stopped_a_run_resumes_to_the_weights_of_an_uninterrupted_one(
     tmp_path, tiny_data, uninterrupted
 ):
+    """SIGKILL, Ctrl-C, SIGTERM, then Ctrl-C twice, each in the middle of an epoch; each run resumes from
+    what the one before left; the last resume finishes with exactly the weights of a run never stopped."""
     checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
 
-    status, _, _ = interrupt_after_next_epoch(start_fit(tmp_path, tiny_data), last, signal.SIGKILL)
+    # SIGKILL in the middle of the second epoch: last.ckpt of the first epoch is what remains
+    status, _, _ = signal_when_paused(start_fit(tmp_path, tiny_data, pause_at=70), tmp_path, signal.SIGKILL)
     assert status == -signal.SIGKILL
+    assert load(last)["global_step"] == STEPS_PER_EPOCH
     assert all("state_dict" in load(path) for path in checkpoints.glob("*.ckpt"))  # none half-written
 
-    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last")  # from last.ckpt, an epoch's end
-    status, stdout, stderr = interrupt_after_next_epoch(resumed, last, signal.SIGINT)
+    # Ctrl-C in the middle of the second epoch, resumed from its start: interrupted.ckpt at that very step
+    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=90)
+    status, stdout, stderr = signal_when_paused(resumed, tmp_path, signal.SIGINT)
     assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in stdout
     assert status == 128 + signal.SIGINT
     assert "lightning_logs/version_0/checkpoints/interrupted.ckpt" in one_line(stderr, "Interrupted (Ctrl-C)")
     assert "Received SIGTERM" not in stdout + stderr, "Ctrl-C is not reported as a SIGTERM"
-    assert load(interrupted)["global_step"] >= load(last)["global_step"]  # mid-epoch, or at its very end
+    assert load(interrupted)["global_step"] == 90 and load(last)["global_step"] == STEPS_PER_EPOCH
 
-    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last")  # from interrupted.ckpt, mid-epoch
-    status, stdout, stderr = interrupt_after_next_epoch(resumed, last, signal.SIGTERM)
+    # SIGTERM in the middle of the third epoch, resumed from the middle of the second
+    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=130)
+    status, stdout, stderr = signal_when_paused(resumed, tmp_path, signal.SIGTERM)
     assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stdout
     assert status == 128 + signal.SIGTERM
     message = one_line(stderr, "Interrupted (SIGTERM)")
     assert (
         "lightning_logs/version_0/checkpoints/interrupted.ckpt" in message and "--ckpt_path last" in message
     )
+    assert load(interrupted)["global_step"] == 130 and load(last)["global_step"] == 2 * STEPS_PER_EPOCH
+
+    # Ctrl-C twice: the second stops at once, with Ctrl-C's status, saving nothing and removing nothing
+    before = interrupted.read_bytes()
+    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=150, second_ctrl_c=True)
+    wait_for(tmp_path / "paused", resumed)
+    resumed.send_signal(signal.SIGINT)  # the first: stop after this step and save...
+    wait_for(tmp_path / "paused_again", resumed)
+    resumed.send_signal(signal.SIGINT)  # ...the second, before that: stop at once
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stdout
+    assert resumed.returncode == 128 + signal.SIGINT, stderr[-3000:]
+    assert "nothing saved" in one_line(stderr, "Stopped (Ctrl-C) at once")
+    assert interrupted.read_bytes() == before and load(last)["global_step"] == 2 * STEPS_PER_EPOCH
 
     status, _, stderr = run_main_on_one_thread(
         *ARGS, f"--data.data_dir={tiny_data}", "--ckpt_path", "last", cwd=tmp_path

@@ -1,0 +1,37 @@
+# The README's first two commands, on a machine with Python 3.10+ and make:
+#   make fit [ARGS="--data.data_dir /path/to/datasets"]   train the default recipe
+#   make test [PYTEST_ARGS='-m "not slow"']                 run the test suite
+# Both create .venv and install the project into it (pip install -e ".[dev]") when needed: the first time,
+# and again whenever pyproject.toml changes; otherwise they start at once.
+
+PYTHON ?= python3
+VENV ?= .venv
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: fit test install clean-venv
+
+fit: $(VENV)/.installed
+	$(VENV)/bin/python -m mnist_lightning fit --config configs/default.yaml $(ARGS)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: '$(PYTHON)' was not found. Install Python 3.10 or newer, or name one: make $(MAKECMDGOALS) PYTHON=/path/to/python3" >&2; \
+	  exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { \
+	  echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); this project needs 3.10 or newer (make $(MAKECMDGOALS) PYTHON=python3.11, say)" >&2; \
+	  exit 1; }
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV) || { \
+	  rm -rf $(VENV); \
+	  echo "error: '$(PYTHON) -m venv' failed; on Debian or Ubuntu install the venv module: apt-get install python3-venv" >&2; \
+	  exit 1; }
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	@touch $@
+
+clean-venv:
+	rm -rf $(VENV)
