@@ -61,7 +61,7 @@ class RunSummary(L.Callback):
         folder = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
             return
-        summary = describe_run(trainer, pl_module)
+        summary = describe_run(trainer, pl_module, folder)
         summary.update(
             status=status,
             started=self._started_at,
@@ -77,8 +77,9 @@ class RunSummary(L.Callback):
         os.replace(partial, path)
 
 
-def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-    """The run's settings and results so far, as plain JSON values."""
+def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> dict[str, Any]:
+    """The run's settings and results so far, as plain JSON values; ``folder`` is the run's folder (asked
+    for by every rank beforehand: ``trainer.log_dir`` is a collective under DDP, so rank 0 cannot ask alone)."""
     hparams = dict(pl_module.hparams)
     datamodule = trainer.datamodule
     data = dict(datamodule.hparams) if datamodule is not None else {}
@@ -100,7 +101,7 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
         "best_score": _number(best_score),
         "val_acc_best": _number(getattr(pl_module, "val_acc_best", None)) or None,
         "best_checkpoint": checkpoint.best_model_path or None if checkpoint is not None else None,
-        "log_dir": str(Path(trainer.log_dir or trainer.default_root_dir)),
+        "log_dir": str(folder),
     }
 
 
