@@ -78,8 +78,8 @@ class RunSummary(L.Callback):
 
 
 def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> dict[str, Any]:
-    """The run's settings and results so far, as plain JSON values; ``folder`` is the run's folder (asked
-    for by every rank beforehand: ``trainer.log_dir`` is a collective under DDP, so rank 0 cannot ask alone)."""
+    """The run's settings and results so far, as plain JSON values; ``folder`` is the run's folder, asked
+    for by every rank beforehand (``trainer.log_dir`` is a collective under DDP: rank 0 cannot ask alone)."""
     hparams = dict(pl_module.hparams)
     datamodule = trainer.datamodule
     data = dict(datamodule.hparams) if datamodule is not None else {}
