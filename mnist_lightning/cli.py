@@ -27,6 +27,7 @@ from mnist_lightning.checkpoints import (
     find_resumable,
     read_checkpoint,
 )
+from mnist_lightning.commands import LIGHTNING_COMMANDS, program_name
 from mnist_lightning.data import MNISTDataModule
 from mnist_lightning.datasets import num_classes_of
 from mnist_lightning.errors import UserError, first_line
@@ -38,12 +39,7 @@ from mnist_lightning.run_folder import RunConfig, RunFolder, flat_hyperparameter
 EVALUATIONS = ("validate", "test", "predict")
 # Lightning describes each subcommand by the first line of a Trainer method's docstring, which for test and
 # predict stops mid-sentence; these are whole sentences
-SUBCOMMANDS = {
-    "fit": "Train the model; --ckpt_path last resumes the newest run.",
-    "validate": "Evaluate a checkpoint on the validation split.",
-    "test": "Evaluate a checkpoint on the test set and write its metrics and report.",
-    "predict": "Predict the test set or image files (--data.predict_path) with a checkpoint.",
-}
+SUBCOMMANDS = LIGHTNING_COMMANDS  # each subcommand in one whole sentence
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
@@ -362,12 +358,6 @@ def _skip_nvml_probe_without_nvml() -> None:
         ctypes.CDLL("libnvidia-ml.so.1")
     except OSError:
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
-
-
-def program_name() -> str:
-    """``mnist-lightning`` when run as that script, else ``python -m mnist_lightning``."""
-    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
-    return name if name == "mnist-lightning" else "python -m mnist_lightning"
 
 
 def prepare_process() -> None:

@@ -11,23 +11,30 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib import import_module
+from pathlib import Path
 from typing import NoReturn
 
 from mnist_lightning.errors import UserError
 
 # the LightningCLI subcommands (mnist_lightning.cli), with what each does here
 LIGHTNING_COMMANDS = {
-    "fit": "train a model, validating every epoch (logs and checkpoints in lightning_logs/)",
-    "validate": "evaluate a checkpoint on the validation split",
-    "test": "evaluate a checkpoint on the test set (metrics.json and a report)",
-    "predict": "classify the test set or your image files (predictions.csv)",
+    "fit": "Train the model; --ckpt_path last resumes the newest run.",
+    "validate": "Evaluate a checkpoint on the validation split.",
+    "test": "Evaluate a checkpoint on the test set and write its metrics and report.",
+    "predict": "Predict the test set or image files (--data.predict_path) with a checkpoint.",
 }
 PROJECT_COMMANDS = {
-    "sweep": ("mnist_lightning.sweep", "search hyperparameters with Optuna (pruning, resumable studies)"),
-    "runs": ("mnist_lightning.runs", "a table of the runs under a log folder"),
-    "export": ("mnist_lightning.export", "export a checkpoint to ONNX or torch.export (.pt2)"),
-    "serve": ("mnist_lightning.serve", "serve a model over HTTP with a page to draw on"),
+    "sweep": ("mnist_lightning.sweep", "Search hyperparameters with Optuna (pruning, resumable studies)."),
+    "runs": ("mnist_lightning.runs", "Compare the runs under a log folder in one table."),
+    "export": ("mnist_lightning.export", "Export a checkpoint to ONNX or torch.export (.pt2), verified."),
+    "serve": ("mnist_lightning.serve", "Serve a model over HTTP, with a page to draw a digit on."),
 }
+
+
+def program_name() -> str:
+    """``mnist-lightning`` when run as that script, else ``python -m mnist_lightning``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name == "mnist-lightning" else "python -m mnist_lightning"
 
 
 def usage() -> str:
@@ -35,14 +42,14 @@ def usage() -> str:
     commands = {**LIGHTNING_COMMANDS, **{name: text for name, (_, text) in PROJECT_COMMANDS.items()}}
     width = max(map(len, commands))
     lines = [
-        "usage: mnist-lightning COMMAND [options]   (the same as: python -m mnist_lightning COMMAND ...)",
+        f"usage: {program_name()} COMMAND [options]",
         "",
         "Train, compare and ship an MNIST digit classifier with PyTorch Lightning.",
         "",
         "commands:",
         *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
         "",
-        "mnist-lightning COMMAND --help lists a command's options. fit, validate, test and predict take",
+        f"{program_name()} COMMAND --help lists a command's options. fit, validate, test and predict take",
         "YAML configs (--config configs/default.yaml; later ones override earlier ones) and print the",
         "resolved configuration with --print_config.",
     ]

@@ -180,12 +180,13 @@ def test_validate_and_predict_with_ckpt_path_best_use_the_newest_runs_best_check
     stdout = fit_tiny(tmp_path, tiny_data, "--trainer.max_epochs=2")
     best = best_checkpoint(stdout)
     args = ("--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK[3:], "--ckpt_path", "best")
-    for subcommand, version in (("validate", "version_1"), ("predict", "version_2")):
+    run = tmp_path / "lightning_logs" / "version_0"  # evaluations are kept with the run they evaluate
+    for subcommand in ("validate", "predict"):
         status, _, stderr = run_main(subcommand, *args, cwd=tmp_path)
         assert status == 0, stderr[-3000:]
-        config = yaml.safe_load((tmp_path / "lightning_logs" / version / "config.yaml").read_text())
+        config = yaml.safe_load((run / subcommand / Path(best).stem / "config.yaml").read_text())
         assert config["ckpt_path"] == str(best)
-    assert (tmp_path / "lightning_logs" / "version_2" / "predictions.csv").is_file()
+    assert (run / "predict" / Path(best).stem / "predictions.csv").is_file()
 
 
 def test_fast_config_trains_with_a_one_cycle_rate_stepped_per_batch(tmp_path, tiny_data):

@@ -91,7 +91,7 @@ def test_ddp_test_of_a_checkpoint_is_exact_over_uneven_shards_and_loads_on_one_d
     assert correct < TEST_IMAGES and on_two["test_acc"] == pytest.approx(correct / TEST_IMAGES, abs=1e-7)
     assert on_two["test_loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
 
-    report = json.loads((logs / "version_1" / "report.json").read_text())
+    report = json.loads((logs / "version_1" / "test" / "last" / "report.json").read_text())
     expected = classification_report(multiclass_confusion_matrix(logits, labels, num_classes=10), DIGITS)
     assert {key: report[key] for key in expected} == expected
     confidences, predictions = logits.softmax(dim=1).max(dim=1)
