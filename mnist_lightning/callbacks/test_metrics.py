@@ -13,6 +13,8 @@ from mnist_lightning.callbacks.outputs import output_dir
 class TestMetricsWriter(L.Callback):
     """After ``test``, writes the logged ``test_*`` metrics to ``metrics.json`` in the run folder (rank 0)."""
 
+    __test__ = False  # a callback, not a test class for pytest to collect
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         folder = output_dir(trainer)
         if not trainer.is_global_zero:

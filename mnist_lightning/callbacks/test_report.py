@@ -84,6 +84,8 @@ class TestReport(L.Callback):
     axes are labelled with the data module's class names.
     """
 
+    __test__ = False  # a callback, not a test class for pytest to collect
+
     def __init__(self) -> None:
         self.confusion: MulticlassConfusionMatrix | None = None
         self.mistakes: MostConfidentMistakes | None = None
