@@ -13,7 +13,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
-from mnist_lightning.callbacks.outputs import output_dir
+from mnist_lightning.callbacks.outputs import output_dir, tensorboard_of
 
 HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ranks runs by
 # settings that change where or how fast a run goes, not what it learns: left out of the HPARAMS tab
@@ -78,7 +78,7 @@ class RunFolder(L.Callback):
             self.folder = None if folder.exists() else folder
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        tensorboard = next((log for log in trainer.loggers if isinstance(log, TensorBoardLogger)), None)
+        tensorboard = tensorboard_of(trainer)
         if tensorboard is None or not trainer.is_global_zero:
             return
         from torch.utils.tensorboard.summary import hparams

@@ -1,10 +1,11 @@
-"""Where the evaluation callbacks write, and the class names they label rows with."""
+"""Where the evaluation callbacks write, the class names they label rows with, and the run's TensorBoard."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 
 
 def output_dir(trainer: L.Trainer) -> Path:
@@ -32,3 +33,8 @@ def class_names(trainer: L.Trainer, num_classes: int) -> tuple[str, ...]:
     """The data module's class names when it has them, else the class indices as text."""
     classes = getattr(trainer.datamodule, "classes", None)
     return tuple(classes) if classes is not None else tuple(str(index) for index in range(num_classes))
+
+
+def tensorboard_of(trainer: L.Trainer) -> TensorBoardLogger | None:
+    """The run's TensorBoard logger, if it has one."""
+    return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)

@@ -7,11 +7,10 @@ from typing import Any, NamedTuple
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import class_names, output_dir
+from mnist_lightning.callbacks.outputs import class_names, output_dir, tensorboard_of
 
 GALLERY_SIZE = 32
 
@@ -126,6 +125,6 @@ class TestReport(L.Callback):
         numbers = report.write_test_report(folder, confusion, mistakes, classes)
         print(report.format_classification_report(numbers), end="")
         print(f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
-        tensorboard = next((log for log in trainer.loggers if isinstance(log, TensorBoardLogger)), None)
+        tensorboard = tensorboard_of(trainer)
         if tensorboard is not None:
             report.log_test_report(tensorboard.experiment, confusion, mistakes, classes, trainer.global_step)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
+
+from mnist_lightning.callbacks.outputs import tensorboard_of
 
 
 class ValConfusionMatrix(L.Callback):
@@ -29,7 +30,7 @@ class ValConfusionMatrix(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or _tensorboard(trainer) is None:
+        if trainer.sanity_checking or tensorboard_of(trainer) is None:
             return
         if self.confusion is None:  # as many classes as the network has outputs
             self.confusion = MulticlassConfusionMatrix(outputs.shape[1], validate_args=False).to(
@@ -46,10 +47,6 @@ class ValConfusionMatrix(L.Callback):
             from mnist_lightning.report import confusion_matrix_pixels
 
             pixels = confusion_matrix_pixels(confusion)
-            _tensorboard(trainer).experiment.add_image(
+            tensorboard_of(trainer).experiment.add_image(
                 "val_confusion_matrix", pixels, trainer.global_step, dataformats="HWC"
             )
-
-
-def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
