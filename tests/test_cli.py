@@ -111,6 +111,7 @@ def test_top_level_help_lists_every_command_without_importing_torch():
         assert re.search(rf"^  {name} +\w", result.stdout, re.M)
 
 
+@pytest.mark.slow  # whole processes
 def test_fit_help_imports_neither_the_report_nor_the_other_commands_libraries(tmp_path):
     """Parsing only: not the report's plotting, nor Optuna, onnx or LitServe. (Runs of fit and test are
     watched the same way in test_fit_then_test_as_a_user_runs_them, of predict in test_predict.py.

@@ -34,6 +34,7 @@ def run_export(*args: object) -> None:
     main(["export", *map(str, args)])
 
 
+@pytest.mark.slow  # whole processes
 def test_export_to_onnx_from_the_command_line(tmp_path, tiny_data, tiny_checkpoint):
     output = tmp_path / "model.onnx"
     result = run_cli(

@@ -263,6 +263,7 @@ def run_as_user(cwd: Path, *args: object) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # whole processes
 def test_a_clean_run_prints_no_library_notices_but_a_users_own_warnings(tmp_path, tiny_data, tiny_checkpoint):
     (tmp_path / "usernet.py").write_text(USER_NET)
     shutil.copy(tiny_checkpoint, tmp_path / "elsewhere.ckpt")  # its ModelCheckpoint dirpath is another run's

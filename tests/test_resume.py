@@ -191,6 +191,7 @@ class CtrlCTwice(L.Callback):
 """
 
 
+@pytest.mark.slow  # whole processes
 @pytest.mark.parametrize(
     "again,message",
     [

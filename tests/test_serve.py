@@ -116,6 +116,7 @@ def test_the_page_and_the_class_names_are_served(server):
     assert json.loads(info)["model"]["classes"] == [str(digit) for digit in range(10)]
 
 
+@pytest.mark.slow  # whole processes
 def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, digit_data, digit_checkpoint):
     exported = tmp_path / "model.onnx"
     assert export(str(digit_checkpoint), str(exported), str(digit_data)).passed

@@ -155,6 +155,7 @@ def test_pruner_stops_a_trial_early(tmp_path, tiny_data):
     assert "No trial has completed yet" in out
 
 
+@pytest.mark.slow  # whole processes
 def test_two_processes_share_one_study(tmp_path, tiny_data):
     sweep_file = write_sweep(tmp_path, "shared", trials=6)
     args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=4")
@@ -174,6 +175,7 @@ def test_two_processes_share_one_study(tmp_path, tiny_data):
         assert summary["status"] == "finished"
 
 
+@pytest.mark.slow  # whole processes
 def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
     sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1)
     # trials of 30 short epochs: the kill lands after the first epoch's checkpoint, long before the last
