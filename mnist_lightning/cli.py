@@ -34,7 +34,7 @@ from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.fault_tolerance import AtomicCheckpointIO, InterruptCheckpoint
 from mnist_lightning.model import MNISTClassifier
 from mnist_lightning.quiet import EVALUATION_WARNINGS, ProgressBar, ignore_warnings, quiet
-from mnist_lightning.run_folder import RunConfig, RunFolder, flat_hyperparameters, run_version_of
+from mnist_lightning.run_folder import RunConfig, RunFolder, flat_hyperparameters, run_folder_of
 
 EVALUATIONS = ("validate", "test", "predict")
 # Lightning describes each subcommand by the first line of a Trainer method's docstring, which for test and
@@ -110,16 +110,22 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
 
 
 def keep_evaluation_with_its_run(config: Namespace) -> None:
-    """Evaluating a checkpoint of ``<save_dir>/<name>/version_N/checkpoints/``: log into run N itself, so its
-    test metrics sit beside its training curves and its files under ``version_N/<stage>/<checkpoint>/``.
-    A checkpoint from elsewhere gets a new run folder, as Lightning's logger picks."""
+    """Evaluating a checkpoint of a run (``version_N/checkpoints/``, a sweep's ``trial_N/checkpoints/``):
+    log into that run itself, so its test metrics sit beside its training curves and its files under
+    ``<run>/<stage>/<checkpoint>/``. A checkpoint from elsewhere gets a new run folder, as Lightning's logger
+    picks."""
     logger = config.trainer.get("logger")
     init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
     if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
         return
-    version = run_version_of(config.ckpt_path, init_args.save_dir, init_args.get("name"))
-    if version is not None and init_args.get("version") is None:
-        init_args.version = version
+    run = run_folder_of(config.ckpt_path)
+    if run is None or init_args.get("version") is not None:
+        return
+    if run.parent != (Path(init_args.save_dir) / (init_args.get("name") or "")).resolve():
+        folder, here = run.parent, Path.cwd()  # a run outside the configured log folder: say it as typed
+        init_args.save_dir = str(folder.relative_to(here) if folder.is_relative_to(here) else folder)
+        init_args.name = ""
+    init_args.version = run.name
 
 
 def check_log_dir(trainer: L.Trainer) -> None:

@@ -19,15 +19,17 @@ HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ra
 # settings that change where or how fast a run goes, not what it learns: left out of the HPARAMS tab
 NOT_HYPERPARAMETERS = {"data.data_dir", "data.num_workers", "data.pin_memory", "data.data_on_device",
                        "data.eval_batch_size", "data.invert", "data.predict_path", "data.loader"}  # fmt: skip
+RUN_FILES = ("hparams.yaml", "summary.json")  # a folder holding one of these is a run's folder
 SWITCHES = {"num_classes", "_class_path", "_instantiator", "fused", "foreach", "capturable", "differentiable"}
 
 
-def run_version_of(ckpt_path: str, save_dir: str, name: str | None) -> str | None:
-    """``version_N`` when ``ckpt_path`` is ``<save_dir>/<name>/version_N/checkpoints/*.ckpt``, else None."""
+def run_folder_of(ckpt_path: str) -> Path | None:
+    """The run that saved ``ckpt_path``: ``<run>/checkpoints/*.ckpt`` where ``<run>`` holds the logger's
+    ``hparams.yaml`` or the ``summary.json`` of fit (a ``version_N``, a sweep's ``trial_N``, a moved run)."""
     checkpoint = Path(ckpt_path).resolve()
     run = checkpoint.parent.parent
-    if checkpoint.parent.name == "checkpoints" and run.parent == (Path(save_dir) / (name or "")).resolve():
-        return run.name
+    if checkpoint.parent.name == "checkpoints" and any((run / f).is_file() for f in RUN_FILES):
+        return run
     return None
 
 

@@ -211,6 +211,18 @@ def test_evaluating_a_runs_checkpoint_writes_into_that_run(tmp_path, tiny_data):
     assert f"ckpt_path: {last}" in (run / "test" / "last" / "config.yaml").read_text()
 
 
+def test_evaluating_a_checkpoint_of_a_run_outside_the_log_folder_writes_into_that_run(tmp_path, tiny_data):
+    fit_in(tmp_path, tiny_data)  # then moved where a sweep keeps its trials
+    trial = tmp_path / "lightning_logs" / "sweeps" / "mine" / "trial_3"
+    trial.parent.mkdir(parents=True)
+    (tmp_path / "lightning_logs" / "version_0").rename(trial)
+    stdout = evaluate(tmp_path, "test", tiny_data, trial / "checkpoints" / "last.ckpt")
+    assert "Test metrics written to lightning_logs/sweeps/mine/trial_3/test/last/metrics.json" in stdout
+    assert (trial / "test" / "last" / "metrics.json").is_file()
+    assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["sweeps"], "no version_N"
+    assert len(events_of(trial).Scalars("test_acc")) == 1
+
+
 def test_a_checkpoint_from_elsewhere_gets_a_new_run_and_without_a_logger_no_file_lands_in_cwd(
     tmp_path, tiny_data, tiny_checkpoint
 ):
