@@ -110,20 +110,20 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
 
 
 def keep_evaluation_with_its_run(config: Namespace) -> None:
-    """Evaluating a checkpoint of a run (``version_N/checkpoints/``, a sweep's ``trial_N/checkpoints/``):
-    log into that run itself, so its test metrics sit beside its training curves and its files under
-    ``<run>/<stage>/<checkpoint>/``. A checkpoint from elsewhere gets a new run folder, as Lightning's logger
-    picks."""
+    """Evaluating a checkpoint of a run under the log folder (``version_N/checkpoints/``, a sweep's
+    ``trial_N/checkpoints/``): log into that run itself, so its test metrics sit beside its training curves
+    and its files under ``<run>/<stage>/<checkpoint>/``. A checkpoint from elsewhere gets a new run folder,
+    as Lightning's logger picks (its own folder may be another project's, or read-only)."""
     logger = config.trainer.get("logger")
     init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
     if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
         return
     run = run_folder_of(config.ckpt_path)
-    if run is None or init_args.get("version") is not None:
+    log_root = Path(init_args.save_dir).resolve()
+    if run is None or init_args.get("version") is not None or not run.is_relative_to(log_root):
         return
-    if run.parent != (Path(init_args.save_dir) / (init_args.get("name") or "")).resolve():
-        folder, here = run.parent, Path.cwd()  # a run outside the configured log folder: say it as typed
-        init_args.save_dir = str(folder.relative_to(here) if folder.is_relative_to(here) else folder)
+    if run.parent != log_root / (init_args.get("name") or ""):  # deeper down, e.g. lightning_logs/sweeps/s/
+        init_args.save_dir = str(Path(init_args.save_dir) / run.parent.relative_to(log_root))
         init_args.name = ""
     init_args.version = run.name
 

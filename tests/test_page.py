@@ -68,7 +68,8 @@ def test_drawing_a_digit_shows_a_prediction_and_ten_bars(server, browser, tmp_pa
         actions.move_by_offset(*step)
     actions.release().perform()
 
-    wait.until(lambda page: page.find_element(By.ID, "prediction").text != "")
+    # the page asks again while an answer is on its way; its last answer is in when it says it asks no more
+    wait.until(lambda page: page.find_element(By.TAG_NAME, "body").get_attribute("data-asking") == "no")
     prediction = browser.find_element(By.ID, "prediction").text
     assert prediction in [str(digit) for digit in range(10)]
     assert "confidence" in browser.find_element(By.ID, "confidence").text
