@@ -56,19 +56,12 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-# The suite runs on pytest-xdist's workers (``-n auto --dist loadgroup``), one file to a worker, so that a
-# file's module fixtures are built once; the page test joins the serve tests, with which it shares one server.
-SAME_WORKER_AS = {"test_page": "test_serve"}
-
-
 def pytest_collection_modifyitems(items) -> None:
     """Tests that use the real MNIST files or the server subprocess are ``slow`` (as are the tests marked so
     for the processes they start): ``pytest -m "not slow"`` is the quick inner loop."""
     for item in items:
         if {"real_data", "server"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-        module = item.path.stem
-        item.add_marker(pytest.mark.xdist_group(SAME_WORKER_AS.get(module, module)))
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
