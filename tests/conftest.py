@@ -56,12 +56,19 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
+# The files that take longest, longest first: pytest-xdist hands out whole files in collection order, so these
+# start at once and the short files fill in around them, instead of one worker finishing a long file alone.
+LONGEST_FILES = ("test_resume", "test_sweep", "test_distributed", "test_promises", "test_serve", "test_cli")
+
+
 def pytest_collection_modifyitems(items) -> None:
     """Tests that use the real MNIST files or the server subprocess are ``slow`` (as are the tests marked so
-    for the processes they start): ``pytest -m "not slow"`` is the quick inner loop."""
+    for the processes they start): ``pytest -m "not slow"`` is the quick inner loop. Longest files first."""
     for item in items:
         if {"real_data", "server"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a file's own order is kept
 
 
 def write_idx(path: Path, array: torch.Tensor) -> None:
