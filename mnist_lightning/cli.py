@@ -37,9 +37,6 @@ from mnist_lightning.quiet import EVALUATION_WARNINGS, ProgressBar, ignore_warni
 from mnist_lightning.run_folder import RunConfig, RunFolder, flat_hyperparameters, run_folder_of
 
 EVALUATIONS = ("validate", "test", "predict")
-# Lightning describes each subcommand by the first line of a Trainer method's docstring, which for test and
-# predict stops mid-sentence; these are whole sentences
-SUBCOMMANDS = LIGHTNING_COMMANDS  # each subcommand in one whole sentence
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
@@ -185,18 +182,19 @@ class MNISTLightningCLI(LightningCLI):
         """Change the parsed configuration before it is checked: a hook for subclasses (sweep trials)."""
 
     def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
-        """The parsers, each subcommand described by its whole sentence in SUBCOMMANDS."""
-        for name, description in SUBCOMMANDS.items():
+        """The parsers, each subcommand described by its whole sentence in LIGHTNING_COMMANDS."""
+        for name, description in LIGHTNING_COMMANDS.items():
             subparser_kwargs.setdefault(name, {}).setdefault("description", description)
         super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
         if not add_subcommands:
             return
         for choice in self.parser._subcommands_action._choices_actions:  # the list in the main --help
-            choice.help = SUBCOMMANDS.get(choice.dest, choice.help)
+            choice.help = LIGHTNING_COMMANDS.get(choice.dest, choice.help)
         for name, parser in self._subcommand_parsers.items():  # the group of the method's own arguments
             for group in parser._action_groups:
-                if name in SUBCOMMANDS and any(action.dest == "ckpt_path" for action in group._group_actions):
-                    group.title = SUBCOMMANDS[name].rstrip(".")
+                own = any(action.dest == "ckpt_path" for action in group._group_actions)
+                if name in LIGHTNING_COMMANDS and own:
+                    group.title = LIGHTNING_COMMANDS[name].rstrip(".")
 
     def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
         """Only the subcommand being run gets a parser (each one takes a fifth of a second to build)."""

@@ -16,7 +16,8 @@ from typing import NoReturn
 
 from mnist_lightning.errors import UserError
 
-# the LightningCLI subcommands (mnist_lightning.cli), with what each does here
+# the LightningCLI subcommands (mnist_lightning.cli), with what each does here, in whole sentences
+# (Lightning's own, the first lines of Trainer methods' docstrings, stop mid-sentence for test and predict)
 LIGHTNING_COMMANDS = {
     "fit": "Train the model; --ckpt_path last resumes the newest run.",
     "validate": "Evaluate a checkpoint on the validation split.",
@@ -41,15 +42,16 @@ def usage() -> str:
     """The top-level help: every command with one line."""
     commands = {**LIGHTNING_COMMANDS, **{name: text for name, (_, text) in PROJECT_COMMANDS.items()}}
     width = max(map(len, commands))
+    program = program_name()
     lines = [
-        f"usage: {program_name()} COMMAND [options]",
+        f"usage: {program} COMMAND [options]",
         "",
         "Train, compare and ship an MNIST digit classifier with PyTorch Lightning.",
         "",
         "commands:",
         *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
         "",
-        f"{program_name()} COMMAND --help lists a command's options. fit, validate, test and predict take",
+        f"{program} COMMAND --help lists a command's options. fit, validate, test and predict take",
         "YAML configs (--config configs/default.yaml; later ones override earlier ones) and print the",
         "resolved configuration with --print_config.",
     ]

@@ -211,7 +211,7 @@ def test_evaluating_a_runs_checkpoint_writes_into_that_run(tmp_path, tiny_data):
     assert f"ckpt_path: {last}" in (run / "test" / "last" / "config.yaml").read_text()
 
 
-def test_evaluating_a_checkpoint_of_a_run_outside_the_log_folder_writes_into_that_run(tmp_path, tiny_data):
+def test_evaluating_a_checkpoint_of_a_run_deeper_in_the_log_folder_writes_into_that_run(tmp_path, tiny_data):
     fit_in(tmp_path, tiny_data)  # then moved where a sweep keeps its trials
     trial = tmp_path / "lightning_logs" / "sweeps" / "mine" / "trial_3"
     trial.parent.mkdir(parents=True)
