@@ -871,6 +871,23 @@ def main(args: list[str]) -> None:
         raise SystemExit(130) from None
 
 
+@contextlib.contextmanager
+def quiet_trials() -> Iterator[None]:
+    """While the trials run: Lightning's info lines left out, a library warning shown once per sweep instead
+    of once per trial; both undone afterwards (``sweep.main`` may be called from a longer-lived process)."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("once", append=True)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
 def run(options: argparse.Namespace, fit_args: list[str]) -> None:
     if options.trials is not None and options.trials < 0:
         raise UserError(f"--trials must be 0 or more, got {options.trials}.")
@@ -889,10 +906,6 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
         from mnist_lightning.cli import prepare_process
 
         prepare_process()
-        if not options.verbose:
-            warnings.filterwarnings("once", append=True)  # a library warning once per sweep, not per trial
-            for name in ("lightning.pytorch", "lightning.fabric"):
-                logging.getLogger(name).setLevel(logging.WARNING)
         check_params(spec, fit_args)
     storage = open_storage(options.storage, sweep_dir)
     try:
@@ -910,6 +923,7 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
             flush=True,
         )
         start = time.monotonic()
-        reason = Sweep(spec, fit_args, sweep_dir, options.verbose).run(study, trials, options.timeout)
+        with contextlib.nullcontext() if options.verbose else quiet_trials():
+            reason = Sweep(spec, fit_args, sweep_dir, options.verbose).run(study, trials, options.timeout)
         print(f"Stopped: {reason}. Sweep time {time.monotonic() - start:.1f} s.")
     report(study, spec, sweep_dir)

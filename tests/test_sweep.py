@@ -6,11 +6,13 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -144,8 +146,12 @@ def test_pruner_stops_a_trial_early(tmp_path, tiny_data):
     # val_acc is never above 1.1: the threshold pruner prunes at the first report after its one warm-up epoch
     pruner = {"name": "ThresholdPruner", "args": {"lower": 1.1, "n_warmup_steps": 1}}
     sweep_file = write_sweep(tmp_path, "pruned", trials=1, pruner=pruner)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels, filters = [logger.level for logger in loggers], list(warnings.filters)
     status, out, err = run_sweep(*sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=4"), cwd=tmp_path)
     assert status == 0, err[-3000:]
+    # sweep.main leaves a longer-lived process (a notebook, a script) its logging and warnings as they were
+    assert [logger.level for logger in loggers] == levels and warnings.filters == filters
     sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "pruned"
     [trial] = load_study(sweep_dir, "pruned").trials
     assert trial.state.name == "PRUNED" and sorted(trial.intermediate_values) == [0, 1]
