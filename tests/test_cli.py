@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -41,15 +42,33 @@ def best_checkpoint(stdout: str) -> Path:
     return Path(match.group(1))
 
 
+USER_CALLBACK = """
+import warnings
+import lightning as L
+
+class Loud(L.Callback):
+    def on_fit_start(self, trainer, pl_module):
+        warnings.warn("the user's own warning")
+"""
+# what Lightning, jsonargparse and TensorBoard would print that does not apply to this project's runs
+NOISE = ("litlogger", "LeafSpec", "v_num", "sync_dist", "args parameter", "Traceback")
+
+
 @pytest.mark.slow  # whole processes
 def test_fit_then_test_as_a_user_runs_them(tmp_path, tiny_data):
-    """``python -m mnist_lightning fit`` then ``test``: checkpoints, config, curves and metrics on disk, no
-    warning from LightningCLI, and none of the other commands' libraries imported."""
+    """``python -m mnist_lightning fit`` then ``test``, warnings on as in a terminal, with a callback of the
+    user's own that warns: checkpoints, config, curves and metrics on disk; the user's warning shown and no
+    library notice; none of the other commands' libraries imported."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    (tmp_path / "usercallback.py").write_text(USER_CALLBACK)
     env = watching_imports(tmp_path / "stand_ins")
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
     args = ("--config", CONFIG, f"--data.data_dir={tiny_data}")
-    fitted = run_cli("fit", *args, *QUICK, "--trainer.max_epochs=2", cwd=tmp_path, env=env)
+    fitted = run_cli(
+        "fit", *args, *QUICK, "--trainer.max_epochs=2", "--trainer.callbacks+=usercallback.Loud",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
     assert fitted.returncode == 0, fitted.stderr[-3000:]
     assert not imported(fitted.stderr) & set(OTHER_COMMANDS)
     assert "mnist_lightning.model" in imported(fitted.stderr)  # (the import listing works)
@@ -62,16 +81,19 @@ def test_fit_then_test_as_a_user_runs_them(tmp_path, tiny_data):
     events.Reload()
     assert {"train_loss", "train_acc", "val_loss", "val_acc", "val_acc_best"} <= set(events.Tags()["scalars"])
     assert len(events.Scalars("val_acc")) == 2 and len(events.Scalars("train_loss")) == 2
-    assert not cli_warnings_in(fitted.stderr)
+    assert "the user's own warning" in fitted.stderr
 
     tested = run_cli("test", *args, "--ckpt_path", best, cwd=tmp_path, env=env)
     assert tested.returncode == 0, tested.stderr[-3000:]
     assert not imported(tested.stderr) & set(OTHER_COMMANDS)
-    assert not cli_warnings_in(tested.stderr)
     metrics = json.loads((run_dir / "test" / best.stem / "metrics.json").read_text())  # kept with its run
     accuracy, loss = metrics_of(best, tiny_data)  # the checkpoint's own numbers on the test images
     assert metrics["test_acc"] == pytest.approx(accuracy, abs=1e-6)
     assert metrics["test_loss"] == pytest.approx(loss, rel=1e-5)
+    for run in (fitted, tested):
+        output = run.stdout + without_import_times(run.stderr)
+        assert not [noise for noise in NOISE if noise in output], output[-3000:]
+        assert not cli_warnings_in(run.stderr), output[-3000:]
 
 
 def cli_warnings_in(stderr: str) -> list[str]:

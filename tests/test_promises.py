@@ -227,8 +227,15 @@ def test_a_checkpoint_from_elsewhere_gets_a_new_run_and_without_a_logger_no_file
     tmp_path, tiny_data, tiny_checkpoint
 ):
     shutil.copy(tiny_checkpoint, tmp_path / "model.ckpt")
-    evaluate(tmp_path, "test", tiny_data, "model.ckpt")
-    assert (tmp_path / "lightning_logs" / "version_0" / "test" / "model" / "metrics.json").is_file()
+    (tmp_path / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run: this one is version_1
+    status, _, stderr = run_main(
+        "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", "model.ckpt", cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    assert (tmp_path / "lightning_logs" / "version_1" / "test" / "model" / "metrics.json").is_file()
+    # its ModelCheckpoint's folder (version_0/checkpoints) is not this run's: Lightning's notice about that
+    # concerns resuming a fit, not a test
+    assert "dirpath has changed" not in stderr and "Warning" not in stderr, stderr[-3000:]
     before = set(os.listdir(tmp_path))
     stdout = evaluate(
         tmp_path, "test", tiny_data, "model.ckpt", "--trainer.logger=false", "--trainer.default_root_dir=out"
@@ -249,48 +256,6 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_folder(tmp_path, tiny_
     status, _, stderr = run_main("fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", cwd=tmp_path)
     assert status == 2 and "val_size" in stderr  # 5000 of the 512 tiny training images
     assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
-
-
-# ---- a quiet terminal ----------------------------------------------------------------------------------
-
-USER_NET = """
-import warnings
-from mnist_lightning.nets import MLP
-
-class LoudMLP(MLP):
-    def __init__(self, *args, **kwargs):
-        warnings.warn("the user's own warning")
-        super().__init__(*args, **kwargs)
-"""
-NOISE = ("litlogger", "LeafSpec", "v_num", "sync_dist", "args parameter", "dirpath has changed", "Traceback")
-
-
-def run_as_user(cwd: Path, *args: object) -> subprocess.CompletedProcess:
-    """The command as a user runs it in a terminal: warnings on, stdout and stderr together."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(cwd), str(REPO)]), "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONWARNINGS", None)
-    command = [sys.executable, "-m", "mnist_lightning", *map(str, args)]
-    return subprocess.run(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-
-
-@pytest.mark.slow  # whole processes
-def test_a_clean_run_prints_no_library_notices_but_a_users_own_warnings(tmp_path, tiny_data, tiny_checkpoint):
-    (tmp_path / "usernet.py").write_text(USER_NET)
-    shutil.copy(tiny_checkpoint, tmp_path / "elsewhere.ckpt")  # its ModelCheckpoint dirpath is another run's
-    fitted = run_as_user(
-        tmp_path, "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK[:-3],
-        "--data.batch_size=32", "--data.val_size=64", "--model.net=usernet.LoudMLP",
-    )  # fmt: skip
-    assert fitted.returncode == 0, fitted.stdout[-3000:]
-    assert "the user's own warning" in fitted.stdout
-    tested = run_as_user(
-        tmp_path, "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", "elsewhere.ckpt"
-    )
-    assert tested.returncode == 0, tested.stdout[-3000:]
-    for output in (fitted.stdout, tested.stdout):
-        assert not [noise for noise in NOISE if noise in output], output[-3000:]
 
 
 def test_help_names_the_command_as_it_is_run(tmp_path):
