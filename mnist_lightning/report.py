@@ -2,9 +2,9 @@
 
 Everything is derived from a confusion matrix (rows = true class, columns = predicted class) and the most
 confident mistakes, which ``callbacks.TestReport`` accumulates exactly across devices.
-:func:`write_test_report` writes the files into a folder; :func:`log_test_report` puts the same pictures and
-text into TensorBoard. Figures are drawn with matplotlib's Agg canvas (no display needed); this module is
-imported only when a report is drawn.
+:func:`draw_test_report` renders it once; :func:`write_test_report` writes it into a folder and
+:func:`log_test_report` puts the same pictures and text into TensorBoard. Figures are drawn with
+matplotlib's Agg canvas (no display needed); this module is imported only when a report is drawn.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,44 +185,51 @@ def _confusion_title(report: dict[str, Any]) -> str:
     return f"Test confusion matrix: {report['support']} images, accuracy {report['accuracy']:.2%}"
 
 
-def log_test_report(
-    experiment, confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str], step: int
-) -> None:
-    """Add the test confusion matrix, mistakes gallery and text report to a TensorBoard ``SummaryWriter``."""
-    report = classification_report(confusion_matrix, classes)
-    figure = confusion_matrix_figure(confusion_matrix, classes, _confusion_title(report))
-    experiment.add_image("test_confusion_matrix", figure_pixels(figure), step, dataformats="HWC")
-    gallery = mistakes_figure(mistakes, classes, report["misclassified"], report["support"])
-    experiment.add_image("test_misclassified", figure_pixels(gallery), step, dataformats="HWC")
-    # TensorBoard renders text as Markdown: indenting by four spaces keeps the columns aligned
-    text = "\n".join("    " + line for line in format_classification_report(report).splitlines())
-    experiment.add_text("test_classification_report", text, step)
+@dataclass
+class DrawnReport:
+    """A test report ready to write and log: its numbers (:func:`classification_report` plus the gallery's
+    mistakes) and its two pictures as pixels, each figure rendered once for both the files and TensorBoard."""
+
+    numbers: dict[str, Any]
+    confusion_csv: str
+    confusion_matrix: np.ndarray
+    misclassified: np.ndarray
 
 
-def write_test_report(
-    folder: str | Path, confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str]
-) -> dict[str, Any]:
-    """Write the five report files (see ``REPORT_FILES``) into ``folder``; returns the report as a dict.
-
-    ``report.json`` holds :func:`classification_report` plus the gallery's mistakes (true, predicted,
-    confidence), most confident first.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    report = classification_report(confusion_matrix, classes)
-    (folder / "classification_report.txt").write_text(format_classification_report(report))
+def draw_test_report(confusion_matrix: torch.Tensor, mistakes, classes: Sequence[str]) -> DrawnReport:
+    """The numbers of the report and its pictures (the slow part: about a second for both figures)."""
+    numbers = classification_report(confusion_matrix, classes)
     listed = zip(
         mistakes.targets.tolist(), mistakes.preds.tolist(), mistakes.confidences.tolist(), strict=True
     )
-    report["most_confident_mistakes"] = [
+    numbers["most_confident_mistakes"] = [
         {"true": classes[target], "predicted": classes[pred], "confidence": confidence}
         for target, pred, confidence in listed
     ]
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (folder / "confusion_matrix.csv").write_text(confusion_matrix_csv(confusion_matrix, classes))
-    confusion_matrix_figure(confusion_matrix, classes, _confusion_title(report)).savefig(
-        folder / "confusion_matrix.png"
-    )
-    gallery = mistakes_figure(mistakes, classes, report["misclassified"], report["support"])
-    gallery.savefig(folder / "misclassified.png")
-    return report
+    figure = confusion_matrix_figure(confusion_matrix, classes, _confusion_title(numbers))
+    gallery = mistakes_figure(mistakes, classes, numbers["misclassified"], numbers["support"])
+    csv = confusion_matrix_csv(confusion_matrix, classes)
+    return DrawnReport(numbers, csv, figure_pixels(figure), figure_pixels(gallery))
+
+
+def write_test_report(folder: str | Path, report: DrawnReport) -> None:
+    """Write the five report files (see ``REPORT_FILES``) into ``folder``; ``report.json`` holds the numbers,
+    the gallery's mistakes (true, predicted, confidence) most confident first."""
+    from matplotlib.image import imsave
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "classification_report.txt").write_text(format_classification_report(report.numbers))
+    (folder / "report.json").write_text(json.dumps(report.numbers, indent=2) + "\n")
+    (folder / "confusion_matrix.csv").write_text(report.confusion_csv)
+    imsave(folder / "confusion_matrix.png", report.confusion_matrix)
+    imsave(folder / "misclassified.png", report.misclassified)
+
+
+def log_test_report(experiment, report: DrawnReport, step: int) -> None:
+    """Add the test confusion matrix, mistakes gallery and text report to a TensorBoard ``SummaryWriter``."""
+    experiment.add_image("test_confusion_matrix", report.confusion_matrix, step, dataformats="HWC")
+    experiment.add_image("test_misclassified", report.misclassified, step, dataformats="HWC")
+    # TensorBoard renders text as Markdown: indenting by four spaces keeps the columns aligned
+    text = "\n".join("    " + line for line in format_classification_report(report.numbers).splitlines())
+    experiment.add_text("test_classification_report", text, step)

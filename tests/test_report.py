@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_TEST
@@ -151,7 +153,13 @@ def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, 
             assert image.width >= 500 and image.height >= 400
 
     test_events = tensorboard_events(run.parent.parent)
-    assert {"test_confusion_matrix", "test_misclassified"} <= set(test_events.Tags()["images"])
+    for name in ("confusion_matrix", "misclassified"):  # TensorBoard shows the very pictures of the files
+        [logged] = test_events.Images(f"test_{name}")
+        with (
+            Image.open(run / f"{name}.png") as written,
+            Image.open(io.BytesIO(logged.encoded_image_string)) as shown,
+        ):
+            assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(shown.convert("RGB")))
     assert any(tag.startswith("test_classification_report") for tag in test_events.Tags()["tensors"])
     fit_events = tensorboard_events(tiny_checkpoint.parents[1])
     assert len(fit_events.Images("val_confusion_matrix")) == 1  # one per epoch, none for the sanity check

@@ -122,9 +122,10 @@ class TestReport(L.Callback):
         from mnist_lightning import report  # matplotlib, only once a report is drawn
 
         classes = class_names(trainer, confusion.shape[0])
-        numbers = report.write_test_report(folder, confusion, mistakes, classes)
-        print(report.format_classification_report(numbers), end="")
+        drawn = report.draw_test_report(confusion, mistakes, classes)
+        report.write_test_report(folder, drawn)
+        print(report.format_classification_report(drawn.numbers), end="")
         print(f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
         tensorboard = tensorboard_of(trainer)
         if tensorboard is not None:
-            report.log_test_report(tensorboard.experiment, confusion, mistakes, classes, trainer.global_step)
+            report.log_test_report(tensorboard.experiment, drawn, trainer.global_step)
