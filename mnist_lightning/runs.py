@@ -37,6 +37,7 @@ IGNORED_OPTIMIZER_ARGS = {"fused", "foreach", "capturable", "differentiable", "m
 HPARAM_COLUMNS = ("dataset", "net", "optimizer", "lr", "batch_size")
 RESULT_COLUMNS = ("epochs", "val_acc", "test_acc", "fit_s", "best_checkpoint")
 PERCENT_COLUMNS = ("val_acc", "test_acc")
+CLASS_ARGUMENTS = ("model.optimizer.init_args.", "model.scheduler.init_args.")
 
 
 @dataclass
@@ -188,8 +189,13 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     elif isinstance(optimizer, str):
         flat["optimizer"] = _short(optimizer)
     flat["batch_size"] = data.get("batch_size")
-    if "scheduler" in model:
-        flat["model.scheduler"] = describe_class(model.get("scheduler"), set())
+    scheduler = model.get("scheduler")
+    if isinstance(scheduler, dict):
+        flat["scheduler"] = _short(scheduler.get("class_path"))
+        for key, value in (scheduler.get("init_args") or {}).items():
+            flat[f"model.scheduler.init_args.{key}"] = _display(value)
+    elif scheduler is not None:
+        flat["scheduler"] = _short(scheduler)
     for key, value in model.items():
         if key not in ("net", "optimizer", "scheduler"):
             flat[f"model.{key}"] = _display(value)
@@ -238,10 +244,19 @@ def _timestamp(text: Any) -> float | None:
 
 
 def differing(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
-    """The keys whose value is not the same in all rows (all key columns when there is a single row)."""
+    """The keys whose value is not the same in all rows (all key columns when there is a single row).
+
+    An argument of the optimizer or scheduler counts only in the rows whose class has it: a scheduler's many
+    defaults are left out, and only what was set differently between the runs that use it is shown.
+    """
     if len(rows) < 2:
         return [key for key in keys if key in HPARAM_COLUMNS]
-    return [key for key in keys if len({json.dumps(row.get(key), default=str) for row in rows}) > 1]
+    shown = []
+    for key in keys:
+        having = [row for row in rows if key in row] if key.startswith(CLASS_ARGUMENTS) else rows
+        if len({json.dumps(row.get(key), default=str) for row in having}) > 1:
+            shown.append(key)
+    return shown
 
 
 def hparam_keys(runs: list[Run]) -> list[str]:
@@ -280,7 +295,7 @@ def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
         row["epochs"] = _mean_sd([member.epochs for member in members if isinstance(member.epochs, int)])
         row["when"] = min(member.when or 0 for member in members)
         rows.append(row)
-    shown = differing([{key: row.get(key) for key in keys} for row in rows], keys)
+    shown = differing([members[0].hparams for members in groups.values()], keys)
     return rows, ["run", "runs", *shown, "epochs", "val_acc", "test_acc", "fit_s"]
 
 

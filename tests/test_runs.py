@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import re
-import shutil
 import subprocess
 import sys
 
@@ -43,7 +42,10 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     # interrupted before it wrote a summary (an older run, or SIGTERM'd): from its config and checkpoint names
     interrupted = logs / "version_2"
     (interrupted / "checkpoints").mkdir(parents=True)
-    shutil.copy(logs / "version_0" / "config.yaml", interrupted)
+    config = yaml.safe_load((logs / "version_0" / "config.yaml").read_text())
+    one_cycle = {"class_path": "torch.optim.lr_scheduler.OneCycleLR"}
+    config["model"]["scheduler"] = {**one_cycle, "init_args": {"total_steps": None, "max_lr": 0.02}}
+    (interrupted / "config.yaml").write_text(yaml.safe_dump(config))
     (interrupted / "checkpoints" / "epoch=2-val_acc=0.4375.ckpt").write_bytes(b"")
     (interrupted / "checkpoints" / "interrupted.ckpt").write_bytes(b"")
     # killed (SIGKILL) while training: its summary still says running
@@ -51,6 +53,7 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     killed.mkdir()
     config = yaml.safe_load((logs / "version_0" / "config.yaml").read_text())
     config["data"]["batch_size"] = 16
+    config["model"]["scheduler"] = {**one_cycle, "init_args": {"total_steps": None, "max_lr": 0.01}}
     (killed / "config.yaml").write_text(yaml.safe_dump(config))
     (killed / "summary.json").write_text(
         json.dumps({**summary, "status": "running", "epochs": 0, "best_score": None})
@@ -73,6 +76,11 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     assert all(row["status"] == "finished" for row in study)
     assert study[0]["lr"] != study[1]["lr"]  # the sampled values, from each trial's config.yaml
     assert "seed_everything" not in rows["version_0"]  # a column only where runs differ
+    # a scheduler's arguments: only those set differently between the runs that use it
+    assert [rows[name]["scheduler"] for name in ("version_0", "version_2")] == ["", "OneCycleLR"]
+    max_lr = "model.scheduler.init_args.max_lr"
+    assert (rows["version_2"][max_lr], rows["version_3"][max_lr]) == ("0.02", "0.01")
+    assert "model.scheduler.init_args.total_steps" not in rows["version_0"]
 
     # sorting, filtering, grouping, markdown
     by_acc = list(csv.DictReader(io.StringIO(list_runs(str(logs), "--format", "csv", "--sort=-val_acc"))))
