@@ -198,12 +198,13 @@ def test_a_second_ctrl_c_after_the_save_began_ends_the_run_with_status_130_and_n
     tmp_path, tiny_data, again
 ):
     (tmp_path / "ctrl_c.py").write_text(CTRL_C_TWICE)
-    pythonpath = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    env = subprocess_env(OMP_NUM_THREADS="1", AGAIN=again)
+    env["PYTHONPATH"] = f"{tmp_path}{os.pathsep}{env['PYTHONPATH']}"
     result = subprocess.run(
         [sys.executable, "-m", "mnist_lightning", "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}",
          *QUICK, "--trainer.limit_train_batches=10", "--trainer.callbacks+=ctrl_c.CtrlCTwice"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1", "AGAIN": again},
+        env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert result.returncode == 128 + signal.SIGINT, result.stderr[-3000:]

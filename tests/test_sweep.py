@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import CONFIG
+from conftest import CONFIG, subprocess_env
 
 from mnist_lightning import sweep
 
@@ -75,7 +75,7 @@ def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "mnist_lightning", "sweep", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        env=subprocess_env(OMP_NUM_THREADS="1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -202,7 +202,7 @@ def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
     result = subprocess.run(
         [sys.executable, "-m", "mnist_lightning", "sweep", *args],
         cwd=tmp_path, capture_output=True, text=True, timeout=240,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        env=subprocess_env(OMP_NUM_THREADS="1"),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Trial 0 was left running by a process that is gone: marked failed" in result.stdout
