@@ -180,22 +180,10 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     flat["net"] = describe_class(model.get("net"), {"num_classes"})
     optimizer = model.get("optimizer") or {}
     if isinstance(optimizer, dict):
-        flat["optimizer"] = _short(optimizer.get("class_path"))
-        init_args = optimizer.get("init_args") or {}
-        flat["lr"] = init_args.get("lr")
-        for key, value in init_args.items():
-            if key not in IGNORED_OPTIMIZER_ARGS and key != "lr":
-                flat[f"model.optimizer.init_args.{key}"] = _display(value)
-    elif isinstance(optimizer, str):
-        flat["optimizer"] = _short(optimizer)
+        flat["lr"] = (optimizer.get("init_args") or {}).get("lr")
+    _add_class(flat, "optimizer", optimizer, skip=IGNORED_OPTIMIZER_ARGS | {"lr"})
     flat["batch_size"] = data.get("batch_size")
-    scheduler = model.get("scheduler")
-    if isinstance(scheduler, dict):
-        flat["scheduler"] = _short(scheduler.get("class_path"))
-        for key, value in (scheduler.get("init_args") or {}).items():
-            flat[f"model.scheduler.init_args.{key}"] = _display(value)
-    elif scheduler is not None:
-        flat["scheduler"] = _short(scheduler)
+    _add_class(flat, "scheduler", model.get("scheduler"), skip=set())
     for key, value in model.items():
         if key not in ("net", "optimizer", "scheduler"):
             flat[f"model.{key}"] = _display(value)
@@ -207,6 +195,18 @@ def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
     if "seed_everything" in config:
         flat["seed_everything"] = config.get("seed_everything")
     return {key: value for key, value in flat.items() if key not in IGNORED and not key.startswith("model._")}
+
+
+def _add_class(flat: dict[str, Any], name: str, config: Any, skip: set[str]) -> None:
+    """The model's ``name`` setting (optimizer, scheduler): its class under ``name``, and each argument but
+    ``skip`` under ``model.<name>.init_args.<key>`` (see :func:`differing` for which of those are shown)."""
+    if isinstance(config, dict):
+        flat[name] = _short(config.get("class_path"))
+        for key, value in (config.get("init_args") or {}).items():
+            if key not in skip:
+                flat[f"model.{name}.init_args.{key}"] = _display(value)
+    elif config is not None:
+        flat[name] = _short(config)
 
 
 def describe_class(config: Any, skip: set[str]) -> Any:
