@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from mnist_lightning.data.datasets import load_split
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from mnist_lightning.datasets import load_split  # noqa: E402
 
 CLIENTS = (1, 8, 64)
-NETWORKS = {"MLP": "mnist_lightning.nets.MLP", "ConvNet": "mnist_lightning.nets.ConvNet"}
+NETWORKS = {"MLP": "mnist_lightning.models.nets.MLP", "ConvNet": "mnist_lightning.models.nets.ConvNet"}
 
 
 def train_checkpoint(net: str, data_dir: str, train_batches: int, folder: Path) -> str:

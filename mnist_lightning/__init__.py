@@ -5,11 +5,15 @@ The classes are imported on first use, so ``python -m mnist_lightning runs`` and
 
 from importlib import import_module
 
+from mnist_lightning import legacy
+
+legacy.install()  # checkpoints and configs of the flat layout name modules that have moved
+
 _EXPORTS = {
-    "MNISTClassifier": "mnist_lightning.model",
-    "MNISTDataModule": "mnist_lightning.data",
-    "MLP": "mnist_lightning.nets",
-    "ConvNet": "mnist_lightning.nets",
+    "MNISTClassifier": "mnist_lightning.models.classifier",
+    "MNISTDataModule": "mnist_lightning.data.datamodule",
+    "MLP": "mnist_lightning.models.nets",
+    "ConvNet": "mnist_lightning.models.nets",
 }
 __all__ = list(_EXPORTS)
 

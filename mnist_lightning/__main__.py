@@ -1,4 +1,4 @@
-from mnist_lightning.commands import main
+from mnist_lightning.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -15,6 +15,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_lightning import schema
+
 SUMMARY_FILE = "summary.json"
 
 
@@ -114,10 +116,10 @@ def _monitoring_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
 
 def _class_and_args(config: Any, module: Any) -> dict[str, Any]:
     """``{"class": "MLP", "args": {...}}`` from a class_path/init_args config, else from the object."""
-    if config is not None and hasattr(config, "get") and config.get("class_path"):
-        init_args = config.get("init_args") or {}
-        args = {key: _plain(value) for key, value in dict(init_args).items() if key != "num_classes"}
-        return {"class": str(config["class_path"]).rsplit(".", 1)[-1], "args": args}
+    config = config.as_dict() if hasattr(config, "as_dict") else config
+    if schema.is_class_config(config):
+        args = {key: _plain(value) for key, value in schema.class_arguments(config).items()}
+        return {"class": schema.class_name(config["class_path"]), "args": args}
     if module is not None:
         return {"class": type(module).__name__, "args": {}}
     return {"class": None, "args": {}}

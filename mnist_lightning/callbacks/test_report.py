@@ -119,7 +119,9 @@ class TestReport(L.Callback):
         folder = output_dir(trainer)
         if not trainer.is_global_zero:
             return
-        from mnist_lightning import report  # matplotlib, only once a report is drawn
+        from mnist_lightning.callbacks import (
+            report_drawing as report,  # matplotlib, only once a report is drawn
+        )
 
         classes = class_names(trainer, confusion.shape[0])
         drawn = report.draw_test_report(confusion, mistakes, classes)

@@ -44,7 +44,7 @@ class ValConfusionMatrix(L.Callback):
         confusion = self.confusion.compute()  # gathers from all ranks: every rank calls it
         self.confusion = None
         if trainer.is_global_zero:
-            from mnist_lightning.report import confusion_matrix_pixels
+            from mnist_lightning.callbacks.report_drawing import confusion_matrix_pixels
 
             pixels = confusion_matrix_pixels(confusion)
             tensorboard_of(trainer).experiment.add_image(

@@ -1,0 +1,86 @@
+"""A run's folder: evaluations kept with the run they evaluate, hyperparameters for TensorBoard's HPARAMS
+tab, the config saved where it belongs, and no folder left behind by a run that failed before it trained."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+
+from mnist_lightning import compat
+from mnist_lightning.callbacks.outputs import output_dir, tensorboard_of
+
+HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ranks runs by
+RUN_FILES = ("hparams.yaml", "summary.json")  # a folder holding one of these is a run's folder
+
+
+def run_folder_of(ckpt_path: str) -> Path | None:
+    """The run that saved ``ckpt_path``: ``<run>/checkpoints/*.ckpt`` where ``<run>`` holds the logger's
+    ``hparams.yaml`` or the ``summary.json`` of fit (a ``version_N``, a sweep's ``trial_N``, a moved run)."""
+    checkpoint = Path(ckpt_path).resolve()
+    run = checkpoint.parent.parent
+    if checkpoint.parent.name == "checkpoints" and any((run / f).is_file() for f in RUN_FILES):
+        return run
+    return None
+
+
+class RunFolder(L.Callback):
+    """Writes the HPARAMS summary when training starts; removes the run folder of a run that fails before
+    its first training step (or an evaluation that fails) when this run created it."""
+
+    def __init__(self, hyperparameters: dict[str, Any]) -> None:
+        self.hyperparameters = hyperparameters
+        self.folder: Path | None = None
+
+    def note_new_folder(self, trainer: L.Trainer) -> None:
+        """Called before the run starts (the Trainer creates the logger's folder before any callback hook)."""
+        if trainer.loggers and trainer.is_global_zero and trainer.loggers[0].log_dir:
+            folder = Path(trainer.loggers[0].log_dir)
+            self.folder = None if folder.exists() else folder
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tensorboard = tensorboard_of(trainer)
+        if tensorboard is None or not trainer.is_global_zero:
+            return
+        compat.add_hparams_summary(tensorboard, self.hyperparameters, HPARAMS_METRICS, trainer.global_step)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
+        trained = trainer.state.fn == TrainerFn.FITTING and trainer.global_step > 0
+        if self.folder is not None and not trained and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                if (
+                    isinstance(logger, TensorBoardLogger)
+                    and compat.tensorboard_experiment_if_open(logger) is not None
+                ):
+                    logger.experiment.close()
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class RunConfig(SaveConfigCallback):
+    """``config.yaml``: a fit's in its run folder (re-runnable), an evaluation's beside its files, so
+    evaluating a run's checkpoint never replaces the config that trained it."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == TrainerFn.FITTING:
+            super().setup(trainer, pl_module, stage)
+
+    def _save_beside_the_files(self, trainer: L.Trainer) -> None:  # once the checkpoint path is known
+        folder = output_dir(trainer)
+        if trainer.is_global_zero:
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, folder / self.config_filename, skip_none=False, overwrite=True)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._save_beside_the_files(trainer)
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_beside_the_files(trainer)
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._save_beside_the_files(trainer)

@@ -1,0 +1,76 @@
+"""The one console of every command: its program name, its parser, and how a user's mistake is reported.
+
+A :class:`~mnist_lightning.errors.UserError` raised anywhere under a command becomes one ``error: ...``
+paragraph on stderr and exit status 2, without a traceback (:func:`user_errors_exit_2`); a bad option is
+reported the same way by :class:`CommandParser` (and by the LightningCLI parser, which calls
+:func:`exit_with_error`). Nothing here imports torch or Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NoReturn
+
+from mnist_lightning.errors import UserError
+
+OPTIONS_HINT = "(run with --help to list the accepted options)"
+# the LightningCLI subcommands (cli/lightning_cli.py), with what each does here, in whole sentences
+# (Lightning's own, the first lines of Trainer methods' docstrings, stop mid-sentence for test and predict)
+LIGHTNING_COMMANDS = {
+    "fit": "Train the model; --ckpt_path last resumes the newest run.",
+    "validate": "Evaluate a checkpoint on the validation split.",
+    "test": "Evaluate a checkpoint on the test set and write its metrics and report.",
+    "predict": "Predict the test set or image files (--data.predict_path) with a checkpoint.",
+}
+PROJECT_COMMANDS = {
+    "sweep": (
+        "mnist_lightning.tools.sweep.command",
+        "Search hyperparameters with Optuna (pruning, resumable studies).",
+    ),
+    "runs": ("mnist_lightning.tools.runs.command", "Compare the runs under a log folder in one table."),
+    "export": (
+        "mnist_lightning.tools.export",
+        "Export a checkpoint to ONNX or torch.export (.pt2), verified.",
+    ),
+    "serve": (
+        "mnist_lightning.tools.serve.server",
+        "Serve a model over HTTP, with a page to draw a digit on.",
+    ),
+}
+
+
+def program_name() -> str:
+    """``mnist-lightning`` when run as that script, else ``python -m mnist_lightning``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name == "mnist-lightning" else "python -m mnist_lightning"
+
+
+def exit_with_error(message: str, hint: str | None = None) -> NoReturn:
+    """Print ``error: message`` (and a hint line) to stderr and exit with status 2."""
+    sys.stderr.write(f"error: {message}\n" + (f"{hint}\n" if hint else ""))
+    raise SystemExit(2)
+
+
+@contextlib.contextmanager
+def user_errors_exit_2() -> Iterator[None]:
+    """Around a command: a UserError is reported as one ``error:`` paragraph, exit status 2."""
+    try:
+        yield
+    except UserError as err:
+        exit_with_error(str(err))
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for the project's own commands: named ``<program> <command>``, no abbreviated options, and a
+    bad option is one ``error: ...`` line and a hint, exit 2."""
+
+    def __init__(self, command: str, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(prog=f"{program_name()} {command}", **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        exit_with_error(message, OPTIONS_HINT)

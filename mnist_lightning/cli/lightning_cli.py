@@ -1,0 +1,256 @@
+"""The command line: LightningCLI over MNISTClassifier and MNISTDataModule, with checks before it runs."""
+
+from __future__ import annotations
+
+import copy
+import signal
+import sys
+from typing import NoReturn
+
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from mnist_lightning import compat
+from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
+from mnist_lightning.callbacks.progress import ProgressBar
+from mnist_lightning.callbacks.run_folder import RunConfig, RunFolder
+from mnist_lightning.cli.checks import (
+    check_accelerator,
+    check_config_files,
+    check_epochs,
+    check_learning_rate,
+    check_log_dir,
+    drop_checkpoint_callbacks,
+    say,
+)
+from mnist_lightning.cli.ckpt_path import (
+    EVALUATIONS,
+    keep_evaluation_with_its_run,
+    resolve_checkpoint_keyword,
+)
+from mnist_lightning.cli.console import LIGHTNING_COMMANDS, OPTIONS_HINT, exit_with_error, program_name
+from mnist_lightning.cli.process import exit_interrupted, prepare_process
+from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, ignore_warnings, quiet
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.data.datasets import num_classes_of
+from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.legacy import current_class_path
+from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.schema import describe_class, tensorboard_hparams
+from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
+from mnist_lightning.training.checkpoints import CKPT_KEYWORDS, check_architecture, read_checkpoint
+
+DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
+BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+
+
+class ConciseArgumentParser(LightningArgumentParser):
+    """Reports a bad option, value or config file in one error line and a hint, not the whole usage block."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # jsonargparse parsing internally; it expects the exception
+            super().error(message, ex)
+        exit_with_error(message, OPTIONS_HINT)
+
+
+class MNISTLightningCLI(LightningCLI):
+    """``fit``, ``validate``, ``test`` and ``predict`` for the classifier, configured by YAML files.
+
+    On top of LightningCLI: the data set's class count linked to the network and the metrics, checks of the
+    settings, the log folder and ``--ckpt_path`` before anything starts (``last``/``best`` meaning the newest
+    run's), checkpoints loaded ``weights_only`` and written atomically, one saved on Ctrl-C/SIGTERM, and the
+    best checkpoint printed when ``fit`` ends. Report and prediction files come from the callbacks the config
+    lists (``mnist_lightning.callbacks``).
+    """
+
+    checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
+    requested_net: Namespace | None = None  # model.net as the config and command line gave it
+
+    def __init__(
+        self, *args, interrupt_checkpoint: InterruptCheckpoint, only: str | None = None, **kwargs
+    ) -> None:
+        self.interrupt_checkpoint = interrupt_checkpoint
+        self.only = only
+        super().__init__(*args, **kwargs)
+
+    def adjust_config(self, subcommand: str, config: Namespace) -> None:
+        """Change the parsed configuration before it is checked: a hook for subclasses (sweep trials)."""
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict, subparser_kwargs: dict) -> None:
+        """The parsers, each subcommand described by its whole sentence in LIGHTNING_COMMANDS."""
+        for name, description in LIGHTNING_COMMANDS.items():
+            subparser_kwargs.setdefault(name, {}).setdefault("description", description)
+        super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+        if not add_subcommands:
+            return
+        for choice in compat.subcommand_choices(self.parser):  # the list in the main --help
+            choice.help = LIGHTNING_COMMANDS.get(choice.dest, choice.help)
+        for name, parser in compat.subcommand_parsers(self).items():  # the group of the method's own options
+            for group, actions in compat.argument_groups(parser):
+                own = any(action.dest == "ckpt_path" for action in actions)
+                if name in LIGHTNING_COMMANDS and own:
+                    group.title = LIGHTNING_COMMANDS[name].rstrip(".")
+
+    def subcommands(self) -> dict[str, set[str]]:  # type: ignore[override]
+        """Only the subcommand being run gets a parser (each one takes a fifth of a second to build)."""
+        everything = LightningCLI.subcommands()
+        return {self.only: everything[self.only]} if self.only in everything else everything
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The data module shards every split itself, exactly (no padded or repeated samples under DDP).
+        parser.set_defaults(
+            {
+                "trainer.use_distributed_sampler": False,
+                "model.net": {"class_path": "mnist_lightning.models.nets.MLP"},
+            }
+        )
+        # Lightning types these Union[float, int]: "1" parsed as 1.0 meant 100%, not one batch
+        for action in compat.parser_actions(parser):
+            if action.dest.rsplit(".", 1)[-1] in BATCH_LIMITS and compat.has_type_hint(action):
+                compat.set_type_hint(action, int | float | None)
+        parser.link_arguments("data.dataset", "model.num_classes", compute_fn=num_classes_of)
+        parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        if not subcommand:
+            return
+        config = self.config[subcommand]
+        self.adjust_config(subcommand, config)
+        check_learning_rate(config.model)
+        check_accelerator(config.trainer)
+        check_epochs(subcommand, config.trainer)
+        if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
+            config.weights_only = True
+        resolve_checkpoint_keyword(subcommand, config)
+        ckpt_path = config.get("ckpt_path")
+        if subcommand in EVALUATIONS:
+            keep_evaluation_with_its_run(config)
+        if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
+            self.checkpoint = read_checkpoint(ckpt_path)
+            self.requested_net = copy.deepcopy(config.model.get("net"))
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        net = config.model.get("net")
+        if isinstance(net, Namespace) and net.get("class_path"):  # a checkpoint of the flat layout's classes
+            net.class_path = current_class_path(net.class_path)
+        if self.requested_net is not None and net != self.requested_net:
+            say(
+                f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
+                f"{describe_net(self.requested_net)} the config asked for."
+            )
+        trained_on = (self.checkpoint or {}).get("datamodule_hyper_parameters", {}).get("dataset")
+        if trained_on and trained_on != config.data.dataset:
+            say(f"Note: the checkpoint was trained on {trained_on}; this run uses {config.data.dataset}.")
+        if config.trainer.get("enable_checkpointing") is False:
+            drop_checkpoint_callbacks(config.trainer)
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:  # a network, optimizer, scheduler or data setting refused its arguments
+            cause = _user_error_in(err)
+            if cause is not None:  # our own message, wrapped by jsonargparse
+                raise cause from None
+            raise UserError(
+                f"invalid setting: {first_line(err)} Check the model section of the config."
+            ) from None
+
+    def after_instantiate_classes(self) -> None:
+        if self.checkpoint is not None:
+            check_architecture(self.model, self.checkpoint, self.config[self.subcommand].ckpt_path)
+            self.checkpoint = None
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        bar = trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar:  # Lightning's default: the same bar without v_num
+            trainer.callbacks[trainer.callbacks.index(bar)] = ProgressBar()
+        run_folder = RunFolder(tensorboard_hparams(self.config[self.subcommand].as_dict()))
+        run_folder.note_new_folder(trainer)
+        trainer.callbacks.insert(0, run_folder)
+        check_log_dir(trainer)
+        if self.subcommand in EVALUATIONS:  # the checkpoint's ModelCheckpoint bookkeeping is not used
+            ignore_warnings(EVALUATION_WARNINGS)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.checkpoint_callback is not None:  # checkpointing is on: also save one on Ctrl-C/SIGTERM
+            trainer.callbacks.append(self.interrupt_checkpoint)
+        return trainer
+
+    def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero and callback is not None and callback.best_model_path:
+            print(f"Best checkpoint: {callback.best_model_path}")
+
+
+def _user_error_in(err: BaseException) -> UserError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def describe_net(net: Namespace) -> str:
+    """``ConvNet(channels=[16, 32])``: a network config in one short phrase, for messages."""
+    return describe_class(net.as_dict(), str)
+
+
+def build_cli(
+    args: list[str] | None,
+    *,
+    cli_class: type[MNISTLightningCLI] = MNISTLightningCLI,
+    interrupt_checkpoint: InterruptCheckpoint | None = None,
+    **kwargs,
+) -> MNISTLightningCLI:
+    """The project's LightningCLI on ``args`` (``[subcommand, options...]``), run unless ``run=False``.
+
+    ``main`` and each sweep trial go through here, so both get the same parser, presets and checks;
+    ``kwargs`` go to LightningCLI (``trainer_defaults``, ``parser_kwargs``, ``run``, ...).
+    """
+    return cli_class(
+        MNISTClassifier,
+        MNISTDataModule,
+        auto_configure_optimizers=False,
+        save_config_callback=RunConfig,
+        save_config_kwargs={"overwrite": True},
+        interrupt_checkpoint=interrupt_checkpoint or InterruptCheckpoint(),
+        parser_class=ConciseArgumentParser,
+        args=args,
+        **kwargs,
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of ``python -m mnist_lightning`` and the ``mnist-lightning`` command."""
+    prepare_process()
+    interrupt_checkpoint = InterruptCheckpoint()
+    try:
+        check_config_files(args)
+        with quiet():
+            build_cli(
+                args,
+                interrupt_checkpoint=interrupt_checkpoint,
+                parser_kwargs={"prog": program_name(), "description": DESCRIPTION},
+                only=next(iter(sys.argv[1:] if args is None else args), None),
+            )
+    except UserError as err:
+        exit_with_error(str(err))
+    except SIGTERMException:  # a SystemExit without status; InterruptCheckpoint told where the checkpoint is
+        exit_interrupted(interrupt_checkpoint.exit_status)
+    except SystemExit:  # Lightning ends a run stopped at once (a second Ctrl-C) with status 1
+        if interrupt_checkpoint.interrupted:
+            exit_interrupted(interrupt_checkpoint.exit_status)
+        raise
+    except KeyboardInterrupt:  # Ctrl-C before the Trainer runs (then Lightning or InterruptCheckpoint acts)
+        print("Interrupted (Ctrl-C) before the run started.", file=sys.stderr)
+        exit_interrupted(128 + signal.SIGINT)

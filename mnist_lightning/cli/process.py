@@ -1,0 +1,37 @@
+"""Process-wide settings of the commands that train, and the exit of an interrupted run."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+from typing import NoReturn
+
+
+def _skip_nvml_probe_without_nvml() -> None:
+    """Stop torch from looking for the NVIDIA driver library on every optimizer step where it is absent.
+
+    ``import lightning`` sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, which makes ``torch.cuda.is_available()``
+    try to load ``libnvidia-ml.so.1`` on each call, and Adam asks once per step. Where that library does not
+    load, torch falls back to ``cudaGetDeviceCount`` anyway, so unsetting the variable gives the same answer
+    without a failed library search per step (about 40 µs a step on a 2-core CPU: 2% of the default epoch).
+    """
+    try:
+        ctypes.CDLL("libnvidia-ml.so.1")
+    except OSError:
+        os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+
+
+def prepare_process() -> None:
+    """Process-wide settings every command that trains needs (``main`` and the sweep call it)."""
+    _skip_nvml_probe_without_nvml()
+    # Redraw the progress bar every 50 steps, not every step (a visible cost for a model this small);
+    # Lightning's TQDMProgressBar honours this variable, and users can still set it themselves.
+    os.environ.setdefault("TQDM_MINITERS", "50")
+
+
+def exit_interrupted(status: int) -> NoReturn:
+    """Exit with ``status`` (130 or 143), ignoring further Ctrl-Cs: they would break the exit handlers of
+    torch, TensorBoard and tqdm with a traceback (the Trainer restores the default handler when it ends)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise SystemExit(status) from None

@@ -1,0 +1,97 @@
+"""The warnings policy: a clean terminal, the metrics and the result, without notices that do not apply.
+
+Each notice is silenced at its source and only where it does not apply to this project; everything else,
+including a user's own warnings, still shows. Every filter is set by the command that runs, inside
+:func:`quiet` (and :func:`quiet_trials` for a sweep's trials), and undone when it ends, so a Python API user
+or a longer-lived process (a notebook, a test runner) keeps the filters it had. This is the only module that
+changes warning filters or log levels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
+
+# (message regex, module regex): the warnings that never apply to this project's runs
+IRRELEVANT_WARNINGS = (
+    # Lightning's own pytree helper calls a torch API that torch has deprecated; nothing a user can change
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
+    # our epoch metrics are torchmetrics states, summed across processes before they are logged
+    (
+        r"It is recommended to use `self\.log\('(train|val|test)_(loss|acc)(_best)?', \.\.\., "
+        r"sync_dist=True\)`",
+        r"lightning\.pytorch\.",  # Lightning reports it from a frame a few calls up
+    ),
+    # main() passes the arguments it was given, which may also be the process's own
+    (r"LightningCLI's args parameter is intended to run from within Python", r"lightning\.pytorch\.cli"),
+    # Lightning cannot make a custom batch sampler keep the last, partial batch when predicting;
+    # ShardedBatchSampler never drops a sample, so the warning does not apply
+    (r"You are using a custom batch sampler `ShardedBatchSampler`", r"lightning\.pytorch\."),
+)
+# evaluating a checkpoint: its ModelCheckpoint's "best" bookkeeping is not used, so its folder does not matter
+EVALUATION_WARNINGS = ((r"The dirpath has changed from", r"lightning\.pytorch\.callbacks\.model_checkpoint"),)
+
+
+class _DropRecords(logging.Filter):
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+ADVERT = _DropRecords(
+    "💡 Tip: For seamless cloud logging"
+)  # an advert for a logger this project does not use
+
+
+def ignore_warnings(rules: tuple[tuple[str, str], ...]) -> None:
+    """Ignore the warnings of ``rules`` (message and module regexes) until the
+    enclosing :func:`quiet` ends."""
+    for message, module in rules:
+        warnings.filterwarnings("ignore", message=message, module=module)
+
+
+@contextlib.contextmanager
+def silenced() -> Iterator[None]:
+    """No warnings at all for the block: for work whose warnings are not news to the user (Optuna's
+    ExperimentalWarning of a sampler or a plot, the probes of a sweep's parameters before training)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """For one run: leave out the notices above (restored on exit)."""
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    with warnings.catch_warnings():
+        ignore_warnings(IRRELEVANT_WARNINGS)
+        # jsonargparse's deprecations of the calls LightningCLI itself makes (add_instantiator, skip_none):
+        # Lightning's to update, nothing a user of this project can change
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli")
+        rank_zero.addFilter(ADVERT)
+        try:
+            yield
+        finally:
+            rank_zero.removeFilter(ADVERT)
+
+
+@contextlib.contextmanager
+def quiet_trials() -> Iterator[None]:
+    """While a sweep's trials run: Lightning's info lines left out, a library warning shown once per sweep
+    instead of once per trial; both undone afterwards."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("once", append=True)
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)

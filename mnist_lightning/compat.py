@@ -1,0 +1,95 @@
+"""Every use of a library's private attributes, in one place, each with the version it was written against.
+
+The project leans on a few internals that no public API offers. Each is wrapped here in a function whose
+docstring says what it reads or changes, why nothing public does, and which release it was checked on;
+``tests/test_compat.py`` exercises each one, so an upgrade that moves an internal fails there, by name,
+rather than somewhere deep in a run. Heavy libraries are imported inside the functions: importing this
+module costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+# --- Lightning 2.6 (lightning.pytorch) ----------------------------------------------------------------------
+
+
+def hyperparameters_given_by_cli() -> bool:
+    """Whether the LightningModule being built is being built by LightningCLI, which passes the parsed config
+    to ``save_hyperparameters`` (``_given_hyperparameters``, a ContextVar of lightning 2.6's hparams mixin):
+    the network is then saved as its class_path and init_args, so a checkpoint rebuilds its own network."""
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return bool(_given_hyperparameters.get())
+
+
+def set_type_hint(action: Any, hint: Any) -> None:
+    """Retype a LightningCLI option (jsonargparse 4.4x keeps an action's type as ``_typehint``)."""
+    action._typehint = hint
+
+
+def has_type_hint(action: Any) -> bool:
+    return hasattr(action, "_typehint")
+
+
+def parser_actions(parser: Any) -> list[Any]:
+    """The actions of an argparse parser (``_actions``: argparse has no public list of them)."""
+    return parser._actions
+
+
+def subcommand_choices(parser: Any) -> list[Any]:
+    """The entries of the subcommand list in the main ``--help`` (argparse's ``_subcommands_action`` of
+    jsonargparse, its ``_choices_actions``), to give each its sentence."""
+    return parser._subcommands_action._choices_actions
+
+
+def subcommand_parsers(cli: Any) -> dict[str, Any]:
+    """LightningCLI's parser of each subcommand (``_subcommand_parsers``, lightning 2.6)."""
+    return cli._subcommand_parsers
+
+
+def argument_groups(parser: Any) -> Iterator[tuple[Any, list[Any]]]:
+    """Each argument group of a parser with its actions (argparse's ``_action_groups``/``_group_actions``),
+    to title the group of a subcommand's own options."""
+    for group in parser._action_groups:
+        yield group, group._group_actions
+
+
+def add_hparams_summary(
+    logger: Any, hyperparameters: dict[str, Any], metric_names: tuple[str, ...], step: int
+):
+    """Write the HPARAMS tab's summary of a run into a TensorBoardLogger's event file.
+
+    ``TensorBoardLogger.log_hyperparams(params, metrics)`` writes the same summary, but also logs each
+    metric's placeholder value as a real scalar (a ``val_acc_best`` and a ``test_acc`` of 0 at the first
+    step of every run's curves) and merges the flat view into ``hparams.yaml``, which ``runs`` reads; so the
+    summary is written here with torch's public ``hparams()`` through the writer's ``_get_file_writer()``
+    (torch 2.4-2.15), the metrics' values coming from the scalars the run logs under the same names.
+    """
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = logger.experiment._get_file_writer()
+    for summary in hparams(hyperparameters, dict.fromkeys(metric_names, 0.0)):
+        writer.add_summary(summary, step)
+    writer.flush()
+
+
+def tensorboard_experiment_if_open(logger: Any) -> Any:
+    """A TensorBoardLogger's SummaryWriter if it was created (``_experiment``; ``logger.experiment`` would
+    create one and a folder with it)."""
+    return logger._experiment
+
+
+# --- Optuna 4.x-5.x ----------------------------------------------------------------------------------------
+
+
+def storage_of(study: Any) -> Any:
+    """The storage a Study was opened on (``Study._storage``): Optuna has no public accessor, and the sweep
+    marks trials of dead processes and writes heartbeats through it."""
+    return study._storage
+
+
+def trial_id_of(trial: Any) -> int:
+    """The storage id of a Trial or FrozenTrial (``_trial_id``), which storage methods take."""
+    return trial._trial_id

@@ -1,0 +1,125 @@
+"""One description of a run's settings, shared by everything that shows or compares runs.
+
+A run's configuration (the ``config.yaml`` that LightningCLI saves, or the parsed one) is flattened here to
+dotted option names, a class setting (``class_path`` + ``init_args``) to its class name followed by its
+arguments; :func:`is_hyperparameter` says which keys change what a run learns. The TensorBoard HPARAMS tab
+(``callbacks/run_folder.py``), ``summary.json`` (``callbacks/run_summary.py``), the messages of the command
+line and the ``runs`` table all read runs through this module, so they agree on names and on what counts.
+It imports neither torch nor Lightning: ``runs`` reads a folder of many runs without them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# settings that change where or how fast a run goes, not what it learns
+NOT_HYPERPARAMETERS = frozenset(
+    {
+        "data.data_dir", "data.num_workers", "data.pin_memory", "data.data_on_device", "data.eval_batch_size",
+        "data.invert", "data.predict_path", "data.loader", "model.num_classes",
+    }
+)  # fmt: skip
+# arguments that select an implementation or are filled in from elsewhere (num_classes from data.dataset),
+# and the bookkeeping keys LightningCLI adds to saved hyperparameters
+SWITCHES = frozenset(
+    {
+        "num_classes",
+        "fused",
+        "foreach",
+        "capturable",
+        "differentiable",
+        "maximize",
+        "_class_path",
+        "_instantiator",
+    }
+)
+SEED_KEYS = ("seed_everything", "data.seed")  # a run's seeds: not part of what identifies a recipe
+
+
+def class_name(class_path: Any) -> Any:
+    """``MLP`` for ``mnist_lightning.models.nets.MLP``; anything that is no class path as it is."""
+    return class_path.rsplit(".", 1)[-1] if isinstance(class_path, str) else class_path
+
+
+def is_class_config(value: Any) -> bool:
+    """A ``{class_path: ..., init_args: {...}}`` setting (a dict or a jsonargparse Namespace)."""
+    return isinstance(value, Mapping) and "class_path" in value
+
+
+def class_arguments(config: Mapping) -> dict[str, Any]:
+    """The ``init_args`` of a class setting that describe it (switches and filled-in values left out)."""
+    return {key: value for key, value in dict(config.get("init_args") or {}).items() if key not in SWITCHES}
+
+
+def describe_class(config: Any, format_value=repr) -> Any:
+    """``MLP(hidden_sizes=[128, 64], dropout=0.2)``: a class setting in one phrase (other values as is)."""
+    if not is_class_config(config):
+        return config
+    arguments = ", ".join(f"{key}={format_value(value)}" for key, value in class_arguments(config).items())
+    return f"{class_name(config['class_path'])}({arguments})"
+
+
+def flatten(config: Mapping) -> dict[str, Any]:
+    """A run's settings by dotted option name: every ``model.*`` and ``data.*`` setting, then
+    ``trainer.max_epochs`` and ``seed_everything`` when the config has them.
+
+    A class setting becomes its class name (``model.optimizer: Adam``) followed by each argument
+    (``model.optimizer.init_args.lr: 0.001``); other values (lists, plain mappings) are kept as they are.
+    """
+    flat: dict[str, Any] = {}
+    for section in ("model", "data"):
+        for key, value in dict(config.get(section) or {}).items():
+            _flatten_into(flat, f"{section}.{key}", value)
+    trainer = config.get("trainer") or {}
+    if "max_epochs" in trainer:
+        flat["trainer.max_epochs"] = trainer["max_epochs"]
+    if "seed_everything" in config:
+        flat["seed_everything"] = config["seed_everything"]
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], key: str, value: Any) -> None:
+    if is_class_config(value):
+        flat[key] = class_name(value["class_path"])
+        for name, argument in dict(value.get("init_args") or {}).items():
+            _flatten_into(flat, f"{key}.init_args.{name}", argument)
+    else:
+        flat[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def is_hyperparameter(key: str) -> bool:
+    """Whether the setting ``key`` (a dotted name from :func:`flatten`) changes what a run learns."""
+    return (
+        key not in NOT_HYPERPARAMETERS
+        and key.rsplit(".", 1)[-1] not in SWITCHES
+        and not key.startswith("model._")
+    )
+
+
+def hyperparameters(config: Mapping) -> dict[str, Any]:
+    """:func:`flatten`, only the keys that change what a run learns."""
+    return {key: value for key, value in flatten(config).items() if is_hyperparameter(key)}
+
+
+def tensorboard_hparams(config: Mapping) -> dict[str, Any]:
+    """The run's hyperparameters as TensorBoard's HPARAMS tab lists them, short names and scalar values:
+    ``seed: 42``, ``net: MLP``, ``net.hidden_sizes: [128, 64]``, ``optimizer.lr: 0.001``,
+    ``data.batch_size: 64``, ``max_epochs: 20``; unset values are left out."""
+    renamed = {"seed_everything": "seed", "trainer.max_epochs": "max_epochs"}
+    settings = hyperparameters(config)
+    flat: dict[str, Any] = {"seed": settings.pop("seed_everything", None)}
+    for key, value in settings.items():
+        name = renamed.get(key, key.removeprefix("model.").replace(".init_args.", "."))
+        _scalars_into(flat, name, value)
+    return {key: value for key, value in flat.items() if value is not None}
+
+
+def _scalars_into(flat: dict[str, Any], key: str, value: Any) -> None:
+    if isinstance(value, Mapping):
+        for name, item in value.items():
+            _scalars_into(flat, f"{key}.{name}", item)
+    elif isinstance(value, (bool, int, float, str)) or value is None:
+        flat[key] = value
+    else:
+        flat[key] = str(value)

@@ -1,0 +1,1 @@
+"""The project's own commands, one subpackage or module each: ``sweep``, ``runs``, ``export``, ``serve``."""

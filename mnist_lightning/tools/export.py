@@ -1,0 +1,266 @@
+"""``python -m mnist_lightning export``: a checkpoint as one self-contained ONNX or torch.export (.pt2) file.
+
+The file computes ``normalize -> network -> softmax``: it takes float32 images (N, 1, 28, 28) with pixel
+values in [0, 1] (white on black, as MNIST) and returns class probabilities (N, C), so a consumer needs
+nothing from this project. The data set, its class names and the input convention are stored in the file
+(ONNX metadata properties; a ``metadata.json`` extra file in a .pt2). After writing, the file is loaded back
+with onnxruntime or ``torch.export.load`` and checked against the checkpoint on the whole test set; the file
+is only kept when the check passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from mnist_lightning.cli.console import CommandParser
+from mnist_lightning.data.datasets import DatasetSpec, load_split, spec_of
+from mnist_lightning.data.sampling import normalize
+from mnist_lightning.errors import UserError
+from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.training.checkpoints import read_checkpoint
+
+INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
+INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on black"
+OUTPUT_CONVENTION = "float32 (N, C), class probabilities in the order of 'classes'"
+TOLERANCE = 1e-5  # largest difference in probability the check accepts between the file and the checkpoint
+CHECK_BATCH = 1000  # test images per forward pass of the check
+
+Predictor = Callable[
+    [np.ndarray], np.ndarray
+]  # float32 images (N, 1, 28, 28) in [0, 1] -> probabilities (N, C)
+
+
+class ProbabilityModel(L.LightningModule):
+    """What an exported file computes: pixel values in [0, 1] -> normalized -> the network -> softmax.
+
+    A LightningModule so that the ONNX file is written by ``LightningModule.to_onnx``.
+    """
+
+    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.net, self.mean, self.std = net, mean, std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net((images - self.mean) / self.std).softmax(dim=1)
+
+
+def load_classifier(ckpt_path: str) -> tuple[MNISTClassifier, DatasetSpec]:
+    """The checkpoint's classifier (with whichever network it was trained) in eval mode, and the spec of the
+    data set it was trained on; a UserError for a missing, corrupt or foreign checkpoint."""
+    checkpoint = read_checkpoint(ckpt_path)
+    spec = spec_of((checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset", "MNIST"))
+    try:
+        classifier = MNISTClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as err:  # the network's class cannot be imported or built from the saved arguments
+        reason = " ".join(str(err).split())
+        raise UserError(
+            f"cannot rebuild the network of --ckpt_path '{ckpt_path}' ({reason}). If it is your own class, "
+            f"make its module importable, e.g. PYTHONPATH=<folder of the module>."
+        ) from None
+    return classifier.eval(), spec
+
+
+def load_probability_model(ckpt_path: str) -> tuple[ProbabilityModel, DatasetSpec]:
+    """The checkpoint's network as a ProbabilityModel in eval mode, and the spec of its data set."""
+    classifier, spec = load_classifier(ckpt_path)
+    return ProbabilityModel(classifier.net, spec.mean, spec.std).eval(), spec
+
+
+def metadata_of(spec: DatasetSpec) -> dict[str, str]:
+    """The facts a consumer needs about the file, as text: data set, class names (JSON), input and output."""
+    return {
+        "dataset": spec.name,
+        "classes": json.dumps(list(spec.classes)),
+        "input": INPUT_CONVENTION,
+        "output": OUTPUT_CONVENTION,
+    }
+
+
+def example_images(count: int = 2) -> torch.Tensor:
+    """An input of the exported shape; the batch dimension is declared dynamic, so its size is arbitrary."""
+    return torch.rand(count, 1, 28, 28)
+
+
+def write_onnx(model: ProbabilityModel, spec: DatasetSpec, path: Path) -> None:
+    """Export with ``LightningModule.to_onnx`` (torch's dynamo-based exporter), a dynamic batch dimension and
+    the metadata as ONNX metadata properties."""
+    program = model.to_onnx(
+        None,
+        example_images(),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={INPUT_NAME: {0: "batch"}},
+        verbose=False,
+    )
+    program.model.metadata_props.update(metadata_of(spec))
+    program.save(str(path))
+
+
+def write_pt2(model: ProbabilityModel, spec: DatasetSpec, path: Path) -> None:
+    """Export with ``torch.export`` (a dynamic batch dimension); the metadata is saved as an extra file."""
+    program = torch.export.export(
+        model, (example_images(),), dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}}
+    )
+    torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
+
+
+def load_onnx(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
+    """An onnxruntime session on the CPU for an exported file, and the file's metadata."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return (
+        lambda images: session.run(None, {INPUT_NAME: images})[0]
+    ), session.get_modelmeta().custom_metadata_map
+
+
+def load_pt2(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
+    """``torch.export.load`` of an exported file as a callable on NumPy arrays, and the file's metadata."""
+    extra_files = {"metadata.json": ""}
+    module = torch.export.load(path, extra_files=extra_files).module()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(images)).numpy()
+
+    return predict, json.loads(extra_files["metadata.json"] or "{}")
+
+
+FORMATS = {
+    ".onnx": ("ONNX", "onnxruntime", write_onnx, load_onnx),
+    ".pt2": ("torch.export", "torch.export.load", write_pt2, load_pt2),
+}
+
+
+def format_of(path: str | os.PathLike) -> tuple[str, str, Callable, Callable]:
+    """(format name, runtime name, writer, loader) for a file name ending in ``.onnx`` or ``.pt2``."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(
+            f"'{path}' ends in '{suffix}'; the model can be exported to .onnx (ONNX) or .pt2 (torch.export)."
+        )
+    return FORMATS[suffix]
+
+
+def load_exported(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
+    """Load an exported ``.onnx`` or ``.pt2`` file: a predictor and the file's metadata."""
+    return format_of(path)[3](path)
+
+
+@dataclass(frozen=True)
+class ExportCheck:
+    """The exported file against the checkpoint on a labelled test set."""
+
+    images: int
+    max_difference: float  # largest absolute difference of a class probability
+    same_predictions: int  # images for which both predict the same class
+    checkpoint_accuracy: float
+    file_accuracy: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_difference <= TOLERANCE and self.same_predictions == self.images
+
+
+def check_export(
+    classifier: MNISTClassifier,
+    spec: DatasetSpec,
+    predict: Predictor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> ExportCheck:
+    """Compare the exported file with the checkpoint on uint8 images (N, 28, 28): the classifier gets them
+    normalized as in training and ``predict``, the file gets the pixel values in [0, 1]."""
+    expected, found = [], []
+    with torch.no_grad():
+        for batch in images.split(CHECK_BATCH):
+            expected.append(classifier(normalize(batch, spec.mean, spec.std)).softmax(dim=1))
+            found.append(torch.from_numpy(predict((batch.unsqueeze(1).float() / 255).numpy())))
+    expected, found = torch.cat(expected), torch.cat(found)
+    if found.shape != expected.shape:
+        raise UserError(
+            f"the exported file returned shape {tuple(found.shape)}, expected {tuple(expected.shape)}."
+        )
+    expected_classes, found_classes = expected.argmax(dim=1), found.argmax(dim=1)
+    return ExportCheck(
+        images=len(labels),
+        max_difference=(found - expected).abs().max().item() if len(labels) else 0.0,
+        same_predictions=int((expected_classes == found_classes).sum()),
+        checkpoint_accuracy=(expected_classes == labels).float().mean().item(),
+        file_accuracy=(found_classes == labels).float().mean().item(),
+    )
+
+
+def describe_check(check: ExportCheck, runtime: str, dataset: str) -> str:
+    verdict = "passed" if check.passed else "FAILED"
+    return (
+        f"Check {verdict} on the {check.images} {dataset} test images, {runtime} vs the checkpoint: "
+        f"max probability difference {check.max_difference:.1e} (tolerance {TOLERANCE:.0e}), "
+        f"same prediction for {check.same_predictions}/{check.images}, "
+        f"accuracy {check.file_accuracy:.2%} vs {check.checkpoint_accuracy:.2%}."
+    )
+
+
+def export(ckpt_path: str, output: str, data_dir: str) -> ExportCheck:
+    """Write ``output`` from ``ckpt_path``, check it on the test set in ``data_dir`` and print the result.
+
+    The file is written under a temporary name and renamed to ``output`` only when the check passes, so a
+    failed export leaves no file behind (nor a stale one of an earlier export in its place).
+    """
+    format_name, runtime, write, load = format_of(output)
+    classifier, spec = load_classifier(ckpt_path)
+    model = ProbabilityModel(classifier.net, spec.mean, spec.std).eval()
+    try:
+        images, labels = load_split(data_dir, train=False, dataset=spec.name)
+    except UserError as err:  # the message names the option of the Lightning commands
+        raise UserError(str(err).replace("--data.data_dir", "--data_dir")) from None
+    target = Path(output)
+    partial = target.with_name(
+        f".partial-{target.name}"
+    )  # keeps the suffix, which torch.export.load requires
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write(model, spec, partial)
+        check = check_export(classifier, spec, load(partial)[0], images, labels)
+        if not check.passed:
+            mismatch = describe_check(check, runtime, spec.name)
+            raise UserError(f"the exported file does not match the checkpoint. {mismatch}")
+        partial.replace(target)
+    except OSError as err:
+        raise UserError(f"cannot write '{output}' ({err.strerror or err}).") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    size_kb = target.stat().st_size / 1000
+    print(
+        f"Wrote {target} ({format_name}, {size_kb:.1f} kB): input '{INPUT_NAME}' {INPUT_CONVENTION}; "
+        f"output '{OUTPUT_NAME}' (N, {spec.num_classes}), {spec.name} classes {', '.join(spec.classes)}."
+    )
+    print(describe_check(check, runtime, spec.name))
+    return check
+
+
+def main(args: list[str]) -> None:
+    """``python -m mnist_lightning export --ckpt_path CKPT --output FILE.onnx|FILE.pt2 [--data_dir DIR]``."""
+    parser = CommandParser(
+        "export",
+        description="Export a checkpoint to ONNX (.onnx) or torch.export (.pt2), checked on the test set.",
+    )
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by 'fit'")
+    parser.add_argument("--output", required=True, help="file to write: ends in .onnx or .pt2")
+    parser.add_argument(
+        "--data_dir",
+        default="data",
+        help="folder holding <dataset>/raw/; the test set of the checkpoint's data set checks the file",
+    )
+    options = parser.parse_args(args)
+    export(options.ckpt_path, options.output, options.data_dir)

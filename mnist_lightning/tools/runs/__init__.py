@@ -1,0 +1,1 @@
+"""``runs``: the runs under a log folder in one table (torch-free)."""

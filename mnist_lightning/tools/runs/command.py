@@ -1,0 +1,74 @@
+"""``python -m mnist_lightning runs``: a table of the runs under a log folder, sweeps' trials included.
+
+Reading (``reading``), the rows (``table``) and the text (``render``) import neither torch nor Lightning,
+so a folder of many runs is listed in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from pathlib import Path
+
+from mnist_lightning.cli.console import CommandParser
+from mnist_lightning.errors import UserError
+from mnist_lightning.tools.runs.reading import attach_evaluations, find_runs
+from mnist_lightning.tools.runs.render import render
+from mnist_lightning.tools.runs.table import group_rows, run_rows, sort_key
+
+
+def parse_args(args: list[str]) -> argparse.Namespace:
+    parser = CommandParser(
+        "runs",
+        description="A table of the runs under a log folder (sweeps' trials included): hyperparameters that "
+        "differ "
+        "between the listed runs, epochs, best val_acc, test_acc, fit time and best checkpoint.",
+    )
+    parser.add_argument(
+        "log_dir", nargs="?", default="lightning_logs", help="the folder to list (default: lightning_logs)"
+    )
+    parser.add_argument(
+        "--sort",
+        default="when",
+        help="the column to sort by, e.g. val_acc, lr, run; '-val_acc' (with =) or --desc for descending "
+        "(default: when)",
+    )  # fmt: skip
+    parser.add_argument("--desc", action="store_true", help="sort in descending order")
+    parser.add_argument(
+        "--filter",
+        help="only the runs whose folder (relative to LOG_DIR) matches this glob, e.g. 'sweeps/mlp/*'",
+    )
+    parser.add_argument(
+        "--group", action="store_true", help="one row per configuration, seeds apart: mean ± sd"
+    )
+    parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    return parser.parse_args(args)
+
+
+def main(args: list[str]) -> None:
+    options = parse_args(list(args))
+    root = Path(options.log_dir)
+    if not root.is_dir():
+        raise UserError(
+            f"'{root}' is not a folder (runs lists the runs under a log folder, e.g. lightning_logs)."
+        )
+    runs, evaluations = find_runs(root)
+    attach_evaluations(runs, evaluations, root)
+    if options.filter:
+        runs = [run for run in runs if fnmatch.fnmatch(run.name, options.filter)]
+    if not runs:
+        print(
+            f"No runs under '{root}'{' matching ' + repr(options.filter) if options.filter else ''}.",
+            file=sys.stderr,
+        )
+        return
+    rows, columns = group_rows(runs) if options.group else run_rows(runs)
+    column, descending = options.sort.lstrip("-"), options.desc or options.sort.startswith("-")
+    names = {name.rsplit(".", 1)[-1]: name for name in rows[0]} | {name: name for name in rows[0]}
+    if column not in names:
+        raise UserError(f"--sort {column}: no such column; columns: {', '.join(sorted(set(names)))}.")
+    rows.sort(key=sort_key(names[column]), reverse=descending)
+    if descending:  # runs without the value last either way
+        rows.sort(key=lambda row: sort_key(names[column])(row)[0] == 2)
+    sys.stdout.write(render(rows, columns, options.format))

@@ -1,0 +1,193 @@
+"""Reading runs: what a run folder's files say about it, without importing torch or Lightning.
+
+It reads only what runs write: ``summary.json`` (``RunSummary``), ``config.yaml`` and ``hparams.yaml``, the
+checkpoint file names (``epoch=N-val_acc=0.XXXX.ckpt``) and the ``metrics.json`` files of ``test``. A run
+interrupted or killed before writing its summary is still listed, from its config and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mnist_lightning import schema
+
+CHECKPOINT_NAME = re.compile(r"epoch=(\d+)-val_acc=([0-9.]+?)(?:-v\d+)?\.ckpt$")
+EVAL_KEYS = ("verbose", "return_predictions")  # in the config.yaml of test/validate/predict, never of fit
+# the table's names for the settings every run has
+SHORT_NAMES = {
+    "data.dataset": "dataset", "model.optimizer": "optimizer", "data.batch_size": "batch_size",
+    "model.scheduler": "scheduler",
+}  # fmt: skip
+
+
+@dataclass
+class Run:
+    folder: Path
+    name: str  # relative to the listed log folder
+    status: str = "?"
+    when: float | None = None
+    hparams: dict[str, Any] = field(default_factory=dict)  # flattened dotted keys, display values
+    epochs: str | int | None = None
+    val_acc: float | None = None
+    test_acc: float | None = None
+    test_acc_time: float = 0.0
+    fit_s: float | None = None
+    best_checkpoint: str | None = None
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def find_runs(root: Path) -> tuple[list[Run], list[tuple[Path, dict[str, Any]]]]:
+    """The fit runs under ``root`` (not descending into a run, except to find its test metrics) and the
+    evaluation folders (``test``/``validate``/``predict`` runs with their config)."""
+    runs, evaluations = [], []
+    for folder, subfolders, files in os.walk(root):
+        here = Path(folder)
+        if not ({"config.yaml", "hparams.yaml", "summary.json"} & set(files)):
+            continue
+        config = read_yaml(here / "config.yaml") if "config.yaml" in files else {}
+        if any(key in config for key in EVAL_KEYS):
+            evaluations.append((here, config))
+            continue
+        runs.append(read_run(here, root, config, files))
+        subfolders.clear()  # nothing below a run is another run; its metrics.json files are read with it
+    return runs, evaluations
+
+
+def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str]) -> Run:
+    run = Run(folder=folder, name=str(folder.relative_to(root)) if folder != root else folder.name)
+    summary = read_json(folder / "summary.json") if "summary.json" in files else {}
+    if not config:
+        config = config_from_hparams(read_yaml(folder / "hparams.yaml"))
+    run.hparams = flatten_config(config)
+    checkpoints = list((folder / "checkpoints").glob("*.ckpt"))
+    scored = [
+        (int(m.group(1)), float(m.group(2)), path)
+        for path in checkpoints
+        if (m := CHECKPOINT_NAME.search(path.name))
+    ]
+    best = max(scored, key=lambda item: (item[1], -item[0]), default=None)
+    if summary:
+        run.status = summary.get("status") or "?"
+        if run.status == "running":  # a summary says "running" until fit ends: killed, or still running
+            run.status = "running/killed"
+        run.epochs = summary.get("epochs")
+        run.val_acc = (
+            summary.get("best_score") if summary.get("monitor") == "val_acc" else summary.get("val_acc_best")
+        )
+        run.fit_s = summary.get("fit_seconds")
+        run.best_checkpoint = summary.get("best_checkpoint")
+        run.when = _timestamp(summary.get("started"))
+    else:  # an older run, or one killed before training started: what its files say
+        interrupted = (folder / "checkpoints" / "interrupted.ckpt").exists()
+        run.status = "interrupted" if interrupted else ("no summary" if checkpoints else "no checkpoint")
+        if best is not None:
+            run.val_acc = best[1]
+            run.epochs = f">={max(epoch for epoch, _, _ in scored) + 1}"
+    if best is not None and not run.best_checkpoint:
+        run.best_checkpoint = str(best[2])
+    if run.when is None:
+        stamps = [
+            path.stat().st_mtime
+            for path in (folder / "config.yaml", folder / "hparams.yaml")
+            if path.exists()
+        ]
+        run.when = min(stamps) if stamps else folder.stat().st_mtime
+    for metrics in folder.rglob("metrics.json"):
+        add_test_metrics(run, metrics)
+    return run
+
+
+def add_test_metrics(run: Run, path: Path) -> None:
+    """The newest ``test_acc`` among the run's metrics.json files."""
+    value = read_json(path).get("test_acc")
+    stamp = path.stat().st_mtime
+    if isinstance(value, (int, float)) and stamp >= run.test_acc_time:
+        run.test_acc, run.test_acc_time = float(value), stamp
+
+
+def attach_evaluations(runs: list[Run], evaluations: list[tuple[Path, dict[str, Any]]], root: Path) -> None:
+    """A ``test`` in a folder of its own (``lightning_logs/version_N``): its metrics go to the run whose
+    checkpoint it tested (``ckpt_path`` in its config.yaml, relative to where it ran)."""
+    by_folder = {run.folder.resolve(): run for run in runs}
+    for folder, config in evaluations:
+        ckpt_path, metrics = config.get("ckpt_path"), folder / "metrics.json"
+        if not isinstance(ckpt_path, str) or not metrics.exists():
+            continue
+        run = owner_of(Path(ckpt_path), by_folder, [Path.cwd(), root, *root.resolve().parents])
+        if run is not None:
+            add_test_metrics(run, metrics)
+
+
+def owner_of(ckpt: Path, by_folder: dict[Path, Run], bases: list[Path]) -> Run | None:
+    candidates = [ckpt] if ckpt.is_absolute() else [base / ckpt for base in bases]
+    for candidate in candidates:
+        for parent in candidate.resolve().parents:
+            if parent in by_folder:
+                return by_folder[parent]
+    return None
+
+
+def config_from_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """``hparams.yaml`` holds the model's and the data module's arguments side by side."""
+    data_keys = {"dataset", "data_dir", "batch_size", "eval_batch_size", "val_size", "seed", "augment"}
+    model = {key: value for key, value in hparams.items() if key not in data_keys and not key.startswith("_")}
+    data = {key: value for key, value in hparams.items() if key in data_keys}
+    return {"model": model, "data": data}
+
+
+def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of a run (``schema.hyperparameters``) as the table shows them: the key columns
+    (``dataset``, ``net`` as one phrase, ``optimizer``, ``lr``, ``batch_size``, ``scheduler``), then every
+    other setting by its dotted name, lists and mappings as compact JSON."""
+    settings = schema.hyperparameters(config)
+    net = (config.get("model") or {}).get("net")
+    flat: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key == "model.net" or key.startswith("model.net.init_args."):
+            flat["net"] = schema.describe_class(net, _argument) if schema.is_class_config(net) else net
+        elif key != "model.optimizer.init_args.lr":
+            flat[SHORT_NAMES.get(key, key)] = _display(value)
+    optimizer = (config.get("model") or {}).get("optimizer")
+    if isinstance(optimizer, dict):
+        flat["lr"] = (optimizer.get("init_args") or {}).get("lr")
+    return flat
+
+
+def _argument(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(_display(value))
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(",", ":"))
+    return value
+
+
+def _timestamp(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp() if isinstance(text, str) else None
+    except ValueError:
+        return None

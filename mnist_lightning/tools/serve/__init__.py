@@ -1,0 +1,1 @@
+"""``serve``: the classifier over HTTP with LitServe, and the drawing page."""

@@ -1,0 +1,308 @@
+"""``python -m mnist_lightning serve``: the classifier over HTTP with LitServe, and a page to draw digits on.
+
+- ``POST /predict`` with ``{"image": "<base64 PNG or JPEG, a data URL prefix is fine>"}`` answers
+  ``{"prediction": 7, "label": "7", "confidence": 0.98, "probabilities": [...]}``. The image is prepared as
+  ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.images``).
+- ``GET /`` is the drawing page (``static/draw.html``); ``GET /health`` and ``GET /info`` (the class names)
+  are LitServe's.
+- A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
+  ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
+
+LitServe runs the network in a worker process and batches concurrent requests (``--max_batch_size``,
+``--batch_timeout``); Ctrl-C or SIGTERM stops the server and its processes.
+"""
+
+# No ``from __future__ import annotations``: LitServer reads the type of decode_request's ``request`` to let
+# FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
+import base64
+import binascii
+import io
+import json
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Any
+
+import litserve as ls
+import numpy as np
+import torch
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image, ImageOps
+from pydantic import BaseModel, BeforeValidator, WithJsonSchema
+
+from mnist_lightning.cli.console import CommandParser
+from mnist_lightning.data.images import FIELD, UnreadableImage, prepare_digit
+from mnist_lightning.errors import UserError
+from mnist_lightning.tools.export import Predictor, load_exported, load_probability_model
+
+MAX_PIXELS = 25_000_000  # larger pictures are refused before they are decoded (memory and time)
+HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServer.run accepts
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode an image from untrusted bytes; ValueError saying why when that fails."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(
+                    f"is {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} accepted"
+                )
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except ValueError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ValueError("is not an image: its bytes are in no image format PIL knows") from None
+    except Exception as err:  # PIL raises many types on malformed bytes; all mean "not an image" here
+        raise ValueError(f"is not a readable image ({type(err).__name__}: {err})") from None
+
+
+def prepared_digit(value: Any) -> bytes:
+    """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
+
+    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image, or the image
+    shows no digit.
+    """
+    if not isinstance(value, str):
+        raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
+    text = value.strip()
+    if text.startswith("data:"):  # data:image/png;base64,....
+        text = text.partition(",")[2]
+    if not text:
+        raise ValueError("is empty")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ValueError(f"is not valid base64 ({err})") from None
+    try:
+        digit = prepare_digit(decode_image(data))
+    except UnreadableImage as err:
+        raise ValueError(str(err)) from None
+    return digit.numpy().tobytes()
+
+
+PreparedDigit = Annotated[
+    bytes,
+    BeforeValidator(prepared_digit),
+    WithJsonSchema({"type": "string", "description": "base64 PNG or JPEG of one digit; a data URL is fine"}),
+]
+
+
+class DigitRequest(BaseModel):
+    """The JSON body of ``POST /predict``; validating it decodes and prepares the image.
+
+    FastAPI validates each request's body by itself in the HTTP process, so a bad image is answered alone
+    with a 400. Raising ``HTTPException`` in ``LitAPI.decode_request`` instead would answer every request of
+    the batch it arrived in with that error: LitServe's batched loop decodes a whole batch in one ``try``.
+    """
+
+    image: PreparedDigit
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What to serve: a checkpoint (``--ckpt_path``) or a file written by ``export`` (``--model``)."""
+
+    path: str
+    exported: bool
+
+    def load_predictor(self) -> Predictor:
+        """float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C)."""
+        if self.exported:
+            return load_exported(self.path)[0]
+        model, _ = load_probability_model(self.path)
+
+        def predict(images: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return model(torch.from_numpy(images)).numpy()
+
+        return predict
+
+    def class_names(self) -> list[str]:
+        """The class names; loading the model for them reports a bad file as a UserError before any server
+        process starts."""
+        if not self.exported:
+            return list(load_probability_model(self.path)[1].classes)
+        if not Path(self.path).is_file():
+            raise UserError(f"--model '{self.path}' does not exist; write one with 'export'.")
+        try:
+            metadata = load_exported(self.path)[1]
+        except UserError:
+            raise
+        except Exception as err:  # onnxruntime and torch.export raise their own types for a bad file
+            reason = " ".join(f"{type(err).__name__}: {err}".split())
+            raise UserError(f"--model '{self.path}' cannot be loaded ({reason}).") from None
+        if "classes" not in metadata:
+            raise UserError(
+                f"--model '{self.path}' has no class names in its metadata; write it with 'export'."
+            )
+        return json.loads(metadata["classes"])
+
+
+class DigitClassifierAPI(ls.LitAPI):
+    """The model behind ``POST /predict``: a checkpoint, or an exported ``.onnx``/``.pt2`` file.
+
+    Requests arrive as prepared digits (see :class:`DigitRequest`); LitServe stacks up to ``max_batch_size``
+    of them into one forward pass.
+    """
+
+    def __init__(
+        self, source: ModelSource, classes: list[str], max_batch_size: int, batch_timeout: float
+    ) -> None:
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
+        self.source, self.classes = source, classes
+
+    def setup(self, device: str) -> None:
+        # This worker process ends when the server shuts down; Ctrl-C in a terminal reaches every process of
+        # the server, and here it would interrupt LitServe's loop with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        self.predict_probabilities = self.source.load_predictor()
+
+    def decode_request(self, request: DigitRequest) -> np.ndarray:
+        return np.frombuffer(request.image, dtype=np.uint8).reshape(FIELD, FIELD)
+
+    def batch(self, digits: list[np.ndarray]) -> np.ndarray:
+        return (np.stack(digits)[:, None] / np.float32(255)).astype(np.float32)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_probabilities(images)
+
+    def unbatch(self, probabilities: np.ndarray) -> list[np.ndarray]:
+        return list(probabilities)
+
+    def encode_response(self, probabilities: np.ndarray) -> dict[str, Any]:
+        best = int(probabilities.argmax())
+        return {
+            "prediction": best,
+            "label": self.classes[best],
+            "confidence": float(probabilities[best]),
+            "probabilities": probabilities.tolist(),
+        }
+
+
+def validation_error_response(request: Request, error: RequestValidationError) -> JSONResponse:
+    """400 with one sentence per problem, e.g. ``image: is not valid base64 (...)``, instead of FastAPI's 422
+    list of error objects."""
+    problems = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+        if problem.get("type") == "json_invalid":
+            problems.append(
+                f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'decode error')})"
+            )
+        else:
+            message = problem.get("msg", "invalid").removeprefix("Value error, ")
+            problems.append(f"{where}: {message[0].lower()}{message[1:]}" if message else where)
+    return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
+
+
+def body_too_large_response(max_request_bytes: int):
+    """The answer to LitServe's 413 (``max_payload_size``), with the limit in it."""
+
+    def respond(request: Request, error: Exception) -> JSONResponse:
+        limit = f"{max_request_bytes / 1_000_000:g} MB"
+        return JSONResponse(
+            status_code=413, content={"detail": f"the request body is over the {limit} limit"}
+        )
+
+    return respond
+
+
+def draw_page(request: Request) -> HTMLResponse:
+    return HTMLResponse(
+        files("mnist_lightning.tools.serve").joinpath("static/draw.html").read_text(encoding="utf-8")
+    )
+
+
+def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServer:
+    """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page.
+
+    LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
+    """
+    server = ls.LitServer(
+        api,
+        accelerator="cpu",
+        max_payload_size=max_request_bytes,
+        model_metadata={"classes": api.classes},
+    )
+    server.app.router.routes[:] = [
+        route for route in server.app.router.routes if getattr(route, "path", "") != "/"
+    ]
+    server.app.add_api_route(
+        "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
+    )
+    server.app.add_exception_handler(RequestValidationError, validation_error_response)
+    server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
+    return server
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop the server by the shutdown LitServer.run does on KeyboardInterrupt.
+
+    LitServer forks its HTTP server processes from this one, so they inherit these handlers; uvicorn there
+    re-raises the signal it stopped on once it is done, and the handler then takes the default action (the
+    process ends quietly) instead of raising a KeyboardInterrupt that multiprocessing would print.
+    """
+    server_pid = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() == server_pid:
+            raise KeyboardInterrupt
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def main(args: list[str]) -> None:
+    """``python -m mnist_lightning serve --ckpt_path CKPT | --model FILE.onnx [--host H] [--port P]``."""
+    parser = CommandParser(
+        "serve",
+        description="Serve the classifier over HTTP (LitServe): POST /predict, and a page to draw on at /.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--ckpt_path", help="checkpoint written by 'fit'")
+    source.add_argument("--model", help="a file written by 'export' (.onnx or .pt2)")
+    parser.add_argument("--host", default="127.0.0.1", choices=HOSTS, help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (1024-65535)")
+    parser.add_argument(
+        "--max_batch_size", type=int, default=32, help="most requests per forward pass (>= 2)"
+    )
+    parser.add_argument(
+        "--batch_timeout", type=float, default=0.005, help="seconds to wait for a batch to fill (> 0)"
+    )
+    parser.add_argument("--max_request_mb", type=float, default=4.0, help="largest accepted request body, MB")
+    parser.add_argument(
+        "--log_level", default="warning", choices=("debug", "info", "warning", "error"), help="server logs"
+    )
+    options = parser.parse_args(args)
+    if not 1024 <= options.port <= 65535:
+        parser.error(f"--port must be between 1024 and 65535, got {options.port}")
+    if options.max_batch_size < 2:
+        parser.error(f"--max_batch_size must be at least 2, got {options.max_batch_size}")
+    if not options.batch_timeout > 0:
+        parser.error(f"--batch_timeout must be greater than 0 seconds, got {options.batch_timeout}")
+    if not options.max_request_mb > 0:
+        parser.error(f"--max_request_mb must be greater than 0, got {options.max_request_mb}")
+
+    model_source = ModelSource(options.model or options.ckpt_path, exported=options.model is not None)
+    classes = model_source.class_names()
+    api = DigitClassifierAPI(model_source, classes, options.max_batch_size, options.batch_timeout)
+    server = build_server(api, int(options.max_request_mb * 1_000_000))
+    stop_on_signals()
+    print(
+        f"Serving {model_source.path} at http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True
+    )
+    try:
+        server.run(
+            host=options.host, port=options.port, log_level=options.log_level, generate_client_file=False
+        )
+    except OSError as err:  # the port is taken, or the address is not available
+        raise UserError(f"cannot listen on {options.host}:{options.port} ({err.strerror or err}).") from None
+    print("Server stopped.", file=sys.stderr, flush=True)

@@ -1,0 +1,138 @@
+"""Trials: the ``fit`` command line of each trial, with its logger moved into the trial's folder, and the
+check of every parameter before any training."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from jsonargparse import ArgumentError, Namespace
+from lightning.pytorch.callbacks import Callback
+
+from mnist_lightning import compat
+from mnist_lightning.cli.lightning_cli import MNISTLightningCLI, build_cli
+from mnist_lightning.cli.quiet import silenced
+from mnist_lightning.errors import UserError
+from mnist_lightning.tools.sweep.spec import SweepSpec
+
+
+class TrialCLI(MNISTLightningCLI):
+    """``fit`` (or ``test``) of one trial: logs, config and checkpoints in ``run_dir``, no final print."""
+
+    def __init__(self, *args, run_dir: Path, **kwargs) -> None:
+        self.run_dir = run_dir
+        super().__init__(*args, **kwargs)
+
+    def adjust_config(self, subcommand, config) -> None:
+        place_logger(config.trainer, self.run_dir)
+
+    def after_fit(self) -> None:  # the sweep prints one line per trial instead
+        pass
+
+
+class ProbeCLI(MNISTLightningCLI):
+    """A CLI that only parses and builds the model and data objects: the sweep's check before training."""
+
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:  # the model, data and callback objects, no Trainer
+        self.parser.instantiate(self.config)
+
+    def after_instantiate_classes(self) -> None:
+        self.checkpoint = None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        pass
+
+
+def place_logger(trainer_config, run_dir: Path) -> None:
+    """Point the configured logger (a TensorBoard one when none is) at ``run_dir``: ``save_dir`` its parent,
+    ``name`` empty, ``version`` its name, so each trial is one run folder and TensorBoard shows them side
+    by side under the sweep's folder."""
+    loggers = trainer_config.get("logger")
+    placed = False
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if isinstance(init_args, Namespace) and "save_dir" in init_args:
+            init_args.save_dir, init_args.name, init_args.version = str(run_dir.parent), "", run_dir.name
+            placed = True
+    if not placed:
+        trainer_config.logger = Namespace(
+            class_path="lightning.pytorch.loggers.TensorBoardLogger",
+            init_args=Namespace(
+                save_dir=str(run_dir.parent), name="", version=run_dir.name, default_hp_metric=False
+            ),
+        )
+    trainer_config.default_root_dir = str(run_dir)
+
+
+@contextlib.contextmanager
+def bare_argv() -> Iterator[None]:
+    """LightningCLI warns when given ``args`` while ``sys.argv`` has options too; the sweep's are its own."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def check_params(spec: SweepSpec, fit_args: list[str]) -> None:
+    """Before any training: the fit options alone, then each parameter at both ends of its range and at each
+    of its choices, parsed and built (model and data) by the same CLI as ``fit``, so a misspelt option name
+    or a value the model refuses is reported with the parameter named, and nothing has run yet."""
+    if any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in fit_args):
+        raise UserError("a sweep's trials start from scratch; leave out --ckpt_path.")
+    with bare_argv():
+        probe = build_cli(["fit", *fit_args], cli_class=ProbeCLI)  # exits 2 on a bad fit option
+    for parser in (probe.parser, *compat.subcommand_parsers(probe).values()):
+        parser.exit_on_error = False
+    for param in spec.params:
+        for value in param.probe_values():
+            options = param.options(value)
+            try:
+                with bare_argv(), silenced():
+                    probe.parse_arguments(probe.parser, ["fit", *fit_args, *options])
+                    probe.instantiate_classes()
+            except UserError as err:
+                raise UserError(f"{spec.path}: params.{param.key} = {value!r}: {err}") from None
+            except (ArgumentError, TypeError, ValueError) as err:
+                message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+                unknown = re.search(
+                    r"Option '[^']+' is not accepted|[Uu]nrecognized arguments?: \S+", message
+                )
+                if unknown:
+                    raise UserError(
+                        f"{spec.path}: params.{param.key}: '{param.key}' is not an option of 'fit' "
+                        f"({unknown.group(0)}). Use the dotted names of 'fit --help', e.g. "
+                        f"model.optimizer.init_args.lr."
+                    ) from None
+                raise UserError(
+                    f"{spec.path}: params.{param.key} = {value!r} is not accepted: {message[:400]}"
+                ) from None
+
+
+class BestMetric(Callback):
+    """Records the monitored metric after each validation epoch (sanity check excluded); ``best`` of them."""
+
+    def __init__(self, monitor: str, direction: str) -> None:
+        self.monitor, self.direction, self.values = monitor, direction, []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is not None:
+            self.values.append(float(value))
+
+    @property
+    def best(self) -> float | None:
+        finite = [value for value in self.values if math.isfinite(value)]
+        if not finite:
+            return None
+        return max(finite) if self.direction == "maximize" else min(finite)

@@ -1,0 +1,188 @@
+"""Swapping the network and the data set by config: built-in and a person's own network, MNIST, Fashion-MNIST
+and KMNIST, and the same report files from the Python API as from the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mnist_lightning.callbacks import PredictionWriter, TestMetricsWriter, TestReport
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.data.datasets import DATASETS, RAW_FILES
+from mnist_lightning.errors import UserError
+from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.models.nets import ConvNet
+
+from helpers.commands import CONFIG, QUICK
+from helpers.idx import write_mnist
+from helpers.inprocess import run_main
+
+TINY_NET = '''
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    """A person's own network: one hidden layer of ``width`` units."""
+
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU())
+        self.out = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.hidden(x))
+'''
+
+
+@pytest.fixture
+def own_network(tmp_path, monkeypatch) -> str:
+    """A module ``my_nets`` with ``TinyNet``, written into a folder on the import path, as a user would."""
+    folder = tmp_path / "user_code"
+    folder.mkdir()
+    (folder / "my_nets.py").write_text(textwrap.dedent(TINY_NET))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "my_nets", raising=False)
+    return "my_nets.TinyNet"
+
+
+def fit(cwd: Path, data: Path, *extra: str) -> Path:
+    status, stdout, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={data}", *QUICK, *extra, cwd=cwd
+    )
+    assert status == 0, stderr[-3000:]
+    return cwd / stdout.split("Best checkpoint: ")[1].split()[0]
+
+
+def test_a_persons_own_network_trains_tests_and_predicts_like_the_built_in_ones(
+    tmp_path, tiny_data, own_network
+):
+    checkpoint = fit(tmp_path, tiny_data, "--model.net", own_network, "--model.net.init_args.width=24")
+    hparams = torch.load(checkpoint, weights_only=True)["hyper_parameters"]
+    assert hparams["net"] == {"class_path": own_network, "init_args": {"width": 24, "num_classes": 10}}
+
+    for subcommand, output in (("test", "metrics.json"), ("predict", "predictions.csv")):
+        status, stdout, stderr = run_main(
+            subcommand,
+            "--config",
+            CONFIG,
+            f"--data.data_dir={tiny_data}",
+            "--ckpt_path",
+            checkpoint,
+            cwd=tmp_path,
+        )
+        assert status == 0, stderr[-3000:]
+        assert "The checkpoint holds a TinyNet(width=24); it is used instead of the MLP(" in stdout
+        assert list((tmp_path / "lightning_logs").rglob(output))
+
+
+def test_a_convnet_checkpoint_tests_with_the_default_config_alone(tmp_path, tiny_data):
+    checkpoint = fit(
+        tmp_path, tiny_data, "--config", CONFIG.parent / "cnn.yaml", "--model.net.init_args.channels=[4,8]"
+    )
+    model = MNISTClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert isinstance(model.net, ConvNet)
+    status, stdout, stderr = run_main(
+        "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", checkpoint, cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    assert "The checkpoint holds a ConvNet(channels=[4, 8]" in stdout
+
+
+@pytest.mark.parametrize("dataset", ["FashionMNIST", "KMNIST"])
+def test_other_data_sets_bring_their_normalization_class_names_and_report(tmp_path, dataset):
+    data = write_mnist(tmp_path / "data", dataset=dataset)
+    spec = DATASETS[dataset]
+    module = MNISTDataModule(dataset=dataset, data_dir=str(data), val_size=64)
+    module.setup("test")
+    images, _ = next(iter(module.test_dataloader()))
+    raw = torch.tensor(list((data / dataset / "raw" / "t10k-images-idx3-ubyte").read_bytes()[16 : 16 + 784]))
+    expected = (raw.float().reshape(28, 28) / 255 - spec.mean) / spec.std
+    torch.testing.assert_close(images[0, 0], expected)
+
+    checkpoint = fit(tmp_path, data, f"--data.dataset={dataset}")
+    status, stdout, stderr = run_main(
+        "test", "--config", CONFIG, f"--data.dataset={dataset}", f"--data.data_dir={data}",
+        "--ckpt_path", checkpoint, cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    [report_file] = (tmp_path / "lightning_logs").rglob("report.json")
+    report = json.loads(report_file.read_text())
+    assert list(report["per_class"]) == list(spec.classes)
+    assert report["confusion_matrix"]["classes"] == list(spec.classes)
+    assert spec.classes[-1] in stdout  # the printed classification report
+
+    status, _, stderr = run_main(
+        "predict", "--config", CONFIG, f"--data.dataset={dataset}", f"--data.data_dir={data}",
+        "--ckpt_path", checkpoint, cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    [predictions] = (tmp_path / "lightning_logs").rglob("predictions.csv")
+    rows = list(csv.DictReader(predictions.open()))
+    assert all(row["label"] == spec.classes[int(row["prediction"])] for row in rows)
+
+
+def test_the_class_count_reaches_the_network_and_the_metrics_from_the_data_set(
+    tmp_path, tiny_data, monkeypatch
+):
+    import mnist_lightning.data.datasets as datasets
+
+    twelve = datasets.DatasetSpec("MNIST", 0.13, 0.31, tuple("abcdefghijkl"))
+    monkeypatch.setitem(datasets.DATASETS, "MNIST", twelve)
+    checkpoint = torch.load(fit(tmp_path, tiny_data), weights_only=True)
+    assert checkpoint["hyper_parameters"]["num_classes"] == 12
+    assert checkpoint["hyper_parameters"]["net"]["init_args"]["num_classes"] == 12
+    assert checkpoint["state_dict"]["net.layers.5.weight"].shape == (12, 64)
+
+
+@pytest.mark.parametrize("dataset", ["MNIST", "FashionMNIST", "KMNIST"])
+def test_offline_without_files_names_the_data_set_its_folder_and_files(tmp_path, dataset):
+    # the tests block the network (conftest.no_network): the download fails as on an offline machine
+    module = MNISTDataModule(dataset=dataset, data_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(UserError) as info:
+        module.prepare_data()
+    message = str(info.value)
+    assert message.startswith(f"{dataset} is not available: downloading failed")
+    assert str((tmp_path / "nowhere" / dataset / "raw").resolve()) in message
+    for pair in RAW_FILES.values():
+        assert all(name in message for name in pair)
+    assert "--data.data_dir" in message and "shared" not in message
+
+
+def test_the_python_api_writes_the_same_report_files_as_the_command_line(
+    tmp_path, tiny_data, tiny_checkpoint
+):
+    model = MNISTClassifier.load_from_checkpoint(tiny_checkpoint, map_location="cpu")
+    data = MNISTDataModule(data_dir=str(tiny_data))
+    trainer = L.Trainer(
+        default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[TestMetricsWriter(), TestReport(), PredictionWriter()],
+    )  # fmt: skip
+    trainer.test(model, data)
+    trainer.predict(model, data)
+    written = sorted(path.name for folder in ("test", "predict") for path in (tmp_path / folder).iterdir())
+    assert written == sorted(
+        ["metrics.json", "predictions.csv", "classification_report.txt", "report.json",
+         "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"]
+    )  # fmt: skip
+    accuracy = json.loads((tmp_path / "test" / "metrics.json").read_text())["test_acc"]
+    assert json.loads((tmp_path / "test" / "report.json").read_text())["accuracy"] == pytest.approx(
+        accuracy, abs=1e-6
+    )
+
+
+def test_evaluating_on_another_data_set_than_the_checkpoints_says_so(tmp_path, tiny_checkpoint):
+    data = write_mnist(tmp_path / "data", dataset="KMNIST")
+    status, stdout, stderr = run_main(
+        "test", "--config", CONFIG, "--data.dataset=KMNIST", f"--data.data_dir={data}",
+        "--ckpt_path", tiny_checkpoint, cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    assert "Note: the checkpoint was trained on MNIST; this run uses KMNIST." in stdout

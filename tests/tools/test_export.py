@@ -1,0 +1,148 @@
+"""``export``: ONNX and torch.export files from tiny checkpoints, checked against the checkpoint; errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from mnist_lightning.cli.main import main
+from mnist_lightning.data.datasets import load_split
+from mnist_lightning.data.sampling import normalize
+from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.tools import export as export_module
+
+from helpers.commands import CONFIG, QUICK, run_cli
+from helpers.idx import TINY_TEST
+from helpers.inprocess import run_main
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+CLASSES = [str(digit) for digit in range(10)]
+
+
+def checkpoint_probabilities(checkpoint: Path, images: torch.Tensor) -> np.ndarray:
+    """The checkpoint's class probabilities for uint8 images (N, 28, 28), computed here, independently."""
+    model = MNISTClassifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    with torch.no_grad():
+        return model(normalize(images, MNIST_MEAN, MNIST_STD)).softmax(dim=1).numpy()
+
+
+def run_export(*args: object) -> None:
+    main(["export", *map(str, args)])
+
+
+@pytest.mark.slow  # whole processes
+def test_export_to_onnx_from_the_command_line(tmp_path, tiny_data, tiny_checkpoint):
+    output = tmp_path / "model.onnx"
+    result = run_cli(
+        "export", "--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""
+    size_kb = output.stat().st_size / 1000
+    assert f"Wrote {output} (ONNX, {size_kb:.1f} kB)" in result.stdout
+    assert re.search(
+        rf"Check passed on the {TINY_TEST} MNIST test images, onnxruntime vs the checkpoint: "
+        rf"max probability difference \S+ \(tolerance 1e-05\), same prediction for {TINY_TEST}/{TINY_TEST}",
+        result.stdout,
+    )
+    assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left
+
+    session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert json.loads(metadata["classes"]) == CLASSES
+    assert metadata["dataset"] == "MNIST" and "[0, 1]" in metadata["input"]
+    images, _ = load_split(tiny_data, train=False)
+    expected = checkpoint_probabilities(tiny_checkpoint, images)
+    for start, stop in ((0, 1), (1, 8), (0, TINY_TEST)):  # the batch dimension is dynamic
+        pixels = (images[start:stop].unsqueeze(1).float() / 255).numpy()
+        (probabilities,) = session.run(["probabilities"], {"images": pixels})
+        np.testing.assert_allclose(probabilities, expected[start:stop], atol=1e-5, rtol=0)
+
+
+def test_export_to_pt2(tmp_path, tiny_data, tiny_checkpoint, capsys):
+    output = tmp_path / "model.pt2"
+    run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data)
+    assert "Check passed" in capsys.readouterr().out
+    extra_files = {"metadata.json": ""}
+    module = torch.export.load(output, extra_files=extra_files).module()
+    assert json.loads(json.loads(extra_files["metadata.json"])["classes"]) == CLASSES
+    images, _ = load_split(tiny_data, train=False)
+    with torch.no_grad():
+        probabilities = module(images[:5].unsqueeze(1).float() / 255).numpy()
+    np.testing.assert_allclose(
+        probabilities, checkpoint_probabilities(tiny_checkpoint, images[:5]), atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("net", ["mnist_lightning.models.nets.ConvNet", "helpers.own_net.TinyResNet"])
+def test_export_whatever_network_the_checkpoint_holds(tmp_path, tiny_data, net, capsys):
+    """No config is given to export: the checkpoint tells the network, built in or a person's own."""
+    status, stdout, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", f"--model.net.class_path={net}", *QUICK,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    checkpoint = tmp_path / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
+    for output in (tmp_path / "model.onnx", tmp_path / "model.pt2"):
+        run_export("--ckpt_path", checkpoint, "--output", output, "--data_dir", tiny_data)
+        assert "Check passed" in capsys.readouterr().out
+        assert output.is_file()
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error_and_writes_no_file(tmp_path, tiny_data, capsys):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(SystemExit) as exit_:
+        run_export("--ckpt_path", corrupt, "--output", tmp_path / "model.onnx", "--data_dir", tiny_data)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"error: --ckpt_path '{corrupt}' is not a readable checkpoint")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["corrupt.ckpt"]
+
+
+def test_a_failed_check_is_an_error_and_leaves_no_file(
+    tmp_path, tiny_data, tiny_checkpoint, monkeypatch, capsys
+):
+    write_onnx = export_module.write_onnx
+
+    def write_a_different_model(model, spec, path):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(0.01)
+        write_onnx(model, spec, path)
+        with torch.no_grad():  # back to the checkpoint's weights, which the check compares with
+            for parameter in model.parameters():
+                parameter.sub_(0.01)
+
+    name, runtime, _, load = export_module.FORMATS[".onnx"]
+    monkeypatch.setitem(export_module.FORMATS, ".onnx", (name, runtime, write_a_different_model, load))
+    output = tmp_path / "model.onnx"
+    with pytest.raises(SystemExit) as exit_:
+        run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data)
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: the exported file does not match the checkpoint. Check FAILED")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--output", "model.onnx", "--data_dir", "nowhere"], "MNIST is not available"),
+        (["--output", "model.tflite"], "the model can be exported to .onnx (ONNX) or .pt2"),
+        (["--data_dir", "x"], "the following arguments are required: --output"),
+    ],
+)
+def test_bad_arguments_are_clear_errors(tmp_path, tiny_checkpoint, args, message, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run_export("--ckpt_path", tiny_checkpoint, *args)
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: ") and message in stderr
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,145 @@
+"""``serve``: the real server as a subprocess on a free port, real PNG and JPEG pictures, bad requests,
+concurrency, an exported file, and stopping it with Ctrl-C."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mnist_lightning.cli.main import main
+from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.tools.export import export, load_probability_model
+
+from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
+
+TOLERANCE = 1e-5
+
+
+def expected_probabilities(checkpoint: Path, pictures: list[Image.Image]) -> torch.Tensor:
+    """What the checkpoint's model gives the pictures after the same preparation, computed in this process."""
+    model, _ = load_probability_model(str(checkpoint))
+    digits = torch.stack([prepare_digit(picture) for picture in pictures])
+    with torch.no_grad():
+        return model(digits.unsqueeze(1).float() / 255)
+
+
+def assert_answer(answer: dict, expected: torch.Tensor, digit: int) -> None:
+    assert set(answer) == {"prediction", "label", "confidence", "probabilities"}
+    assert answer["prediction"] == digit
+    assert answer["label"] == str(digit)
+    assert answer["confidence"] == max(answer["probabilities"])
+    torch.testing.assert_close(torch.tensor(answer["probabilities"]), expected, atol=TOLERANCE, rtol=0)
+
+
+def test_pictures_of_digits_get_the_right_answers(server, digit_checkpoint):
+    pictures, digits = digit_pictures(20, seed=7)
+    expected = expected_probabilities(digit_checkpoint, pictures)
+    for index, (picture, digit) in enumerate(zip(pictures, digits, strict=True)):
+        image = encoded(picture, "PNG") if index % 2 else f"data:image/jpeg;base64,{encoded(picture, 'JPEG')}"
+        status, answer = predict(server.url, image)
+        assert status == 200, answer
+        if index % 2:  # the PNGs are lossless: exactly the pictures the expectation was computed on
+            assert_answer(answer, expected[index], digit)
+        else:
+            assert answer["prediction"] == digit
+
+
+def blank_png() -> str:
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 255).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+BAD_REQUESTS = {
+    "not JSON": (b"this is not json", 400, "not valid JSON"),
+    "JSON but not an object": (b"[1, 2, 3]", 400, "valid dictionary"),
+    "no image": (b'{"picture": "iVBORw0KGgo="}', 400, "image: field required"),
+    "image not a string": (b'{"image": 7}', 400, "must be a string"),
+    "image empty": (b'{"image": ""}', 400, "image: is empty"),
+    "not base64": (b'{"image": "this is *not* base64!"}', 400, "not valid base64"),
+    "not an image": (
+        json.dumps({"image": base64.b64encode(b"GIF? no, text").decode()}).encode(),
+        400,
+        "not an image",
+    ),
+    "blank image": (json.dumps({"image": blank_png()}).encode(), 400, "no digit found"),
+    "body too large": (json.dumps({"image": "A" * 5_000_000}).encode(), 413, "over the 4 MB limit"),
+}
+
+
+@pytest.mark.parametrize("body, status, explanation", BAD_REQUESTS.values(), ids=BAD_REQUESTS.keys())
+def test_a_bad_request_gets_a_4xx_that_says_why_and_the_server_still_answers(
+    server, body, status, explanation
+):
+    got_status, answer = post(f"{server.url}/predict", body)
+    assert got_status == status
+    assert explanation in answer["detail"]
+    pictures, digits = digit_pictures(1, seed=3)
+    assert predict(server.url, encoded(pictures[0]))[1]["prediction"] == digits[0]
+
+
+def test_100_concurrent_requests_all_get_correct_answers(server, digit_checkpoint):
+    pictures, digits = digit_pictures(100, seed=11)
+    expected = expected_probabilities(digit_checkpoint, pictures)
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        answers = list(pool.map(lambda picture: predict(server.url, encoded(picture)), pictures))
+    for (status, answer), probabilities, digit in zip(answers, expected, digits, strict=True):
+        assert status == 200, answer
+        assert_answer(answer, probabilities, digit)
+
+
+def test_bad_requests_batched_with_good_ones_do_not_fail_them(server):
+    """LitServe batches concurrent requests; a bad one must not turn the answers of its batch into errors."""
+    pictures, digits = digit_pictures(40, seed=13)
+    bodies = [json.dumps({"image": encoded(picture)}).encode() for picture in pictures]
+    bodies += [b'{"image": "not base64 at all"}'] * 40
+    with ThreadPoolExecutor(max_workers=80) as pool:
+        answers = list(pool.map(lambda body: post(f"{server.url}/predict", body), bodies))
+    assert [status for status, _ in answers] == [200] * 40 + [400] * 40
+    assert [answer["prediction"] for _, answer in answers[:40]] == digits
+
+
+def test_the_page_and_the_class_names_are_served(server):
+    status, page = get(f"{server.url}/")
+    assert status == 200
+    assert b"<canvas" in page and b"/predict" in page
+    assert b"http://" not in page and b"https://" not in page  # self-contained: no external request
+    status, info = get(f"{server.url}/info")
+    assert status == 200
+    assert json.loads(info)["model"]["classes"] == [str(digit) for digit in range(10)]
+
+
+@pytest.mark.slow  # whole processes
+def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, digit_data, digit_checkpoint):
+    exported = tmp_path / "model.onnx"
+    assert export(str(digit_checkpoint), str(exported), str(digit_data)).passed
+    served = ServerProcess("--model", exported, cwd=tmp_path)
+    try:
+        pictures, digits = digit_pictures(10, seed=17)
+        expected = expected_probabilities(digit_checkpoint, pictures)
+        for picture, probabilities, digit in zip(pictures, expected, digits, strict=True):
+            status, answer = predict(served.url, encoded(picture))
+            assert status == 200, answer
+            assert_answer(answer, probabilities, digit)
+    finally:
+        status = served.stop(signal.SIGINT)
+    assert status == 0, served.stderr()[-3000:]
+    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--ckpt_path", str(corrupt), "--port", str(free_port())])
+    assert exit_.value.code == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("error: --ckpt_path") and "not a readable checkpoint" in stderr

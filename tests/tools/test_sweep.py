@@ -1,0 +1,200 @@
+"""``python -m mnist_lightning sweep``: trials, pruning, shared and resumed studies, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from mnist_lightning.tools.sweep.report import PLOTS
+from mnist_lightning.tools.sweep.storage import PID
+
+from helpers.commands import subprocess_env
+from helpers.sweeps import run_sweep, sweep_args, write_sweep
+
+
+def start_sweep(*args: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_lightning", "sweep", *args],
+        cwd=cwd,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def load_study(sweep_dir: Path, name: str) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal"))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [trial.state.name for trial in study.get_trials()]
+
+
+def test_sweep_runs_trials_writes_outputs_and_resumes(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, trials=2, test=True)
+    status, out, err = run_sweep(*sweep_args(sweep_file, tiny_data), cwd=tmp_path)
+    assert status == 0, err[-3000:]
+    sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+    study = load_study(sweep_dir, "tiny")
+    assert states(study) == ["COMPLETE"] * 2
+    for trial in study.trials:  # each trial an ordinary run in its own folder, with its sampled values
+        run = sweep_dir / f"trial_{trial.number}"
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert config["model"]["optimizer"]["init_args"]["lr"] == pytest.approx(
+            trial.params["model.optimizer.init_args.lr"]
+        )
+        assert config["data"]["batch_size"] == trial.params["data.batch_size"]
+        assert (
+            json.dumps(config["model"]["net"]["init_args"]["hidden_sizes"])
+            == (trial.params["model.net.init_args.hidden_sizes"])
+        )
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "finished" and summary["epochs"] == 2
+        assert trial.value == pytest.approx(summary["best_score"])
+        assert list(run.glob("events.out.tfevents.*")) and (run / "hparams.yaml").is_file()
+        assert Path(tmp_path / trial.user_attrs["best_checkpoint"]).is_file()
+        [metrics] = (run / "test").glob("*/metrics.json")
+        assert json.loads(metrics.read_text())["test_acc"] == pytest.approx(trial.user_attrs["test_acc"])
+    rows = list(csv.DictReader((sweep_dir / "trials.csv").open()))
+    assert [row["state"] for row in rows] == ["COMPLETE"] * 2 and all(row["test_acc"] for row in rows)
+    for plot in PLOTS:
+        assert (sweep_dir / plot).read_bytes().startswith(b"\x89PNG"), plot
+    best = study.best_trial
+    assert f"Best trial: {best.number}, val_acc {best.value:.4f}" in out
+    assert f"run folder: lightning_logs/sweeps/tiny/trial_{best.number}" in out
+    params = {tuple(sorted(trial.params.items())) for trial in study.trials}
+    assert len(params) == 2  # a seeded sampler draws different values for each trial
+
+    # the same command again: the study has its 2 finished trials, nothing runs again
+    status, out, err = run_sweep(*sweep_args(sweep_file, tiny_data), cwd=tmp_path)
+    assert status == 0, err[-3000:]
+    assert "continued, 2 trials so far" in out and "trial 2" not in out
+    assert len(load_study(sweep_dir, "tiny").trials) == 2
+    # one more requested: exactly one more trial, with new values (not the seeded sampler's first draw again)
+    status, out, err = run_sweep(*sweep_args(sweep_file, tiny_data, "--trials", "3"), cwd=tmp_path)
+    study = load_study(sweep_dir, "tiny")
+    assert status == 0 and states(study) == ["COMPLETE"] * 3
+    assert study.trials[2].params not in (study.trials[0].params, study.trials[1].params)
+    status, out, _ = run_sweep("--sweep", str(sweep_file), "--report", cwd=tmp_path)
+    assert status == 0 and "3 complete" in out and "Best trial" in out
+
+
+def test_pruner_stops_a_trial_early(tmp_path, tiny_data):
+    # val_acc is never above 1.1: the threshold pruner prunes at the first report after its one warm-up epoch
+    pruner = {"name": "ThresholdPruner", "args": {"lower": 1.1, "n_warmup_steps": 1}}
+    sweep_file = write_sweep(tmp_path, "pruned", trials=1, pruner=pruner)
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels, filters = [logger.level for logger in loggers], list(warnings.filters)
+    status, out, err = run_sweep(*sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=4"), cwd=tmp_path)
+    assert status == 0, err[-3000:]
+    # sweep.main leaves a longer-lived process (a notebook, a script) its logging and warnings as they were
+    assert [logger.level for logger in loggers] == levels and warnings.filters == filters
+    sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "pruned"
+    [trial] = load_study(sweep_dir, "pruned").trials
+    assert trial.state.name == "PRUNED" and sorted(trial.intermediate_values) == [0, 1]
+    summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
+    assert summary["status"] == "pruned" and summary["epochs"] == 1  # stopped in its 2nd epoch of 4
+    assert "trial 0 pruned" in out and "Pruned: 1 trials" in out
+    assert "No trial has completed yet" in out
+
+
+@pytest.mark.slow  # whole processes
+def test_two_processes_share_one_study(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "shared", trials=6)
+    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=4")
+    first, second = start_sweep(*args, cwd=tmp_path), start_sweep(*args, cwd=tmp_path)
+    outputs = [process.communicate(timeout=240) for process in (first, second)]
+    for process, (_, err) in zip((first, second), outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+        assert "locked" not in err and "Traceback" not in err
+    sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "shared"
+    study = load_study(sweep_dir, "shared")
+    finished = study.get_trials()
+    assert len(finished) >= 6 and set(states(study)) == {"COMPLETE"}  # none lost, none failed
+    pids = {trial.system_attrs[PID] for trial in finished}
+    assert pids == {first.pid, second.pid}  # both processes ran trials of the one study
+    for trial in finished:
+        summary = json.loads((sweep_dir / f"trial_{trial.number}" / "summary.json").read_text())
+        assert summary["status"] == "finished"
+
+
+@pytest.mark.slow  # whole processes
+def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1)
+    # trials of 30 short epochs: the kill lands after the first epoch's checkpoint, long before the last
+    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30")
+    process = start_sweep(*args, cwd=tmp_path)
+    last = tmp_path / "lightning_logs" / "sweeps" / "killed" / "trial_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert last.exists(), process.communicate()[1][-3000:]
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    sweep_dir = last.parents[2]
+    summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
+    assert summary["status"] == "running"  # killed mid-trial, no chance to say more
+    assert states(load_study(sweep_dir, "killed")) == ["RUNNING"]
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_lightning", "sweep", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        env=subprocess_env(OMP_NUM_THREADS="1"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trial 0 was left running by a process that is gone: marked failed" in result.stdout
+    study = load_study(sweep_dir, "killed")
+    assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
+    failed, retry, _ = study.trials
+    assert retry.params == failed.params and retry.user_attrs["retry_of"] == 0  # retried once, by the config
+
+
+@pytest.mark.parametrize(
+    ("change", "option", "message"),
+    [
+        ({"params": {"model.optimizer.init_args.learning_rate": {"low": 0.001, "high": 0.01}}}, None,
+         "params.model.optimizer.init_args.learning_rate: 'model.optimizer.init_args.learning_rate' is not"),
+        ({"params": {"model.optimizer.init_args.lr": {"low": 0.01, "high": 0.001}}}, None,
+         "params.model.optimizer.init_args.lr: low (0.01) is greater than high (0.001)"),
+        ({"sampler": {"name": "TPESamplr"}}, None, "unknown sampler 'TPESamplr'; Optuna's samplers are:"),
+        ({}, "--storage=sqlite:////nonexistent/folder/study.db", "cannot open the study storage 'sqlite:////nonexistent"),
+    ],
+    ids=["unknown-option", "low-above-high", "unknown-sampler", "unreachable-storage"],
+)  # fmt: skip
+def test_bad_input_is_one_clear_error_before_anything_runs(tmp_path, tiny_data, change, option, message):
+    sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "tiny"
+    sweep_dir.mkdir(parents=True)
+    existing = optuna.create_study(
+        study_name="tiny",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(sweep_dir / "study.journal"))
+        ),
+        direction="maximize",
+    )
+    existing.add_trial(optuna.trial.create_trial(value=0.5, params={}, distributions={}))
+    before = (sweep_dir / "study.journal").read_bytes()
+    sweep_file = write_sweep(tmp_path, **change)
+    status, out, err = run_sweep(
+        *sweep_args(sweep_file, tiny_data, *([option] if option else [])), cwd=tmp_path
+    )
+    assert status == 2
+    [line] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert message in line, err
+    assert "Traceback" not in err and "trial 0" not in out
+    assert (sweep_dir / "study.journal").read_bytes() == before
+    assert sorted(path.name for path in sweep_dir.iterdir()) == ["study.journal"]
