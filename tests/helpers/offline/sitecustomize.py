@@ -2,9 +2,9 @@
 
 Python imports ``sitecustomize`` at start-up from its path, and ``helpers.commands.run_cli`` (like every test
 that starts ``python``) puts this folder first on the subprocess's ``PYTHONPATH``; ``conftest.py`` applies
-the same guard inside the test process. Loopback connections (DDP's rendezvous, a local server) still work, so a test
-meets exactly what an offline machine gives: a download fails at once instead of succeeding where there is
-a network.
+the same guard inside the test process. Loopback connections (DDP's rendezvous, a local server) still work,
+so a test meets exactly what an offline machine gives: a download fails at once instead of succeeding where
+there is a network.
 """
 
 from __future__ import annotations
