@@ -18,12 +18,6 @@ from collections.abc import Iterator
 IRRELEVANT_WARNINGS = (
     # Lightning's own pytree helper calls a torch API that torch has deprecated; nothing a user can change
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
-    # our epoch metrics are torchmetrics states, summed across processes before they are logged
-    (
-        r"It is recommended to use `self\.log\('(train|val|test)_(loss|acc)(_best)?', \.\.\., "
-        r"sync_dist=True\)`",
-        r"lightning\.pytorch\.",  # Lightning reports it from a frame a few calls up
-    ),
     # main() passes the arguments it was given, which may also be the process's own
     (r"LightningCLI's args parameter is intended to run from within Python", r"lightning\.pytorch\.cli"),
     # Lightning cannot make a custom batch sampler keep the last, partial batch when predicting;

@@ -12,7 +12,6 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
-from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lightning import compat
@@ -25,7 +24,8 @@ PER_STEP_SCHEDULERS = (OneCycleLR, CyclicLR)  # schedules laid out in optimizer 
 class MNISTClassifier(L.LightningModule):
     """Trains ``net`` (any module mapping images to logits, see ``models/nets.py``) on cross-entropy.
 
-    Epoch metrics are exact sums over samples, synchronized across devices: ``train_loss``, ``train_acc``,
+    Epoch metrics are torchmetrics objects that Lightning computes (summed across devices) and resets at each
+    epoch's end; they are exact sums over samples: ``train_loss``, ``train_acc``,
     ``val_loss``, ``val_acc``, ``val_acc_best``, ``test_loss``, ``test_acc``. ``validation_step`` and
     ``test_step`` return the logits for the callbacks that draw and write reports.
 
@@ -74,22 +74,23 @@ class MNISTClassifier(L.LightningModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        self._log_and_reset("train", self.train_loss, self.train_acc)
+        self.log_dict({"train_loss": self.train_loss, "train_acc": self.train_acc})
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, self.val_loss, self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
-        accuracy = self._log_and_reset("val", self.val_loss, self.val_acc)
+        self.log_dict({"val_loss": self.val_loss, "val_acc": self.val_acc}, prog_bar=True)
         if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
-            self.val_acc_best = max(self.val_acc_best, accuracy)
-            self.log("val_acc_best", self.val_acc_best)
+            self.val_acc_best = max(self.val_acc_best, self.val_acc.compute().item())
+            # the same value on every rank (val_acc is synchronized): the reduction changes nothing
+            self.log("val_acc_best", self.val_acc_best, sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, self.test_loss, self.test_acc)
 
     def on_test_epoch_end(self) -> None:
-        self._log_and_reset("test", self.test_loss, self.test_acc)
+        self.log_dict({"test_loss": self.test_loss, "test_acc": self.test_acc}, prog_bar=True)
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         """Class probabilities, shape (batch, classes)."""
@@ -103,14 +104,6 @@ class MNISTClassifier(L.LightningModule):
         loss_metric.update(losses.mean(), len(y))
         acc_metric.update(logits, y)
         return logits
-
-    def _log_and_reset(self, stage: str, loss_metric: SampleMean, acc_metric: Metric) -> float:
-        """Log the epoch's exact loss and accuracy over all samples (and ranks); returns the accuracy."""
-        loss, accuracy = loss_metric.compute().float(), acc_metric.compute()
-        loss_metric.reset()
-        acc_metric.reset()
-        self.log_dict({f"{stage}_loss": loss, f"{stage}_acc": accuracy}, prog_bar=stage != "train")
-        return accuracy.item()
 
     def setup(self, stage: str) -> None:
         if self.trainer.strategy.root_device.type == "mps":  # no float64 there
