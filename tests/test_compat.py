@@ -1,0 +1,84 @@
+"""Each private library attribute the project uses (``mnist_lightning.compat``), against the installed
+libraries: an upgrade that moves one fails here, by name."""
+
+from __future__ import annotations
+
+import torch
+from jsonargparse import ArgumentParser
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mnist_lightning import compat
+from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.models.nets import MLP
+
+from helpers.commands import CONFIG
+
+
+def test_a_module_built_from_python_is_not_given_its_hyperparameters_by_the_cli():
+    assert compat.hyperparameters_given_by_cli() is False
+    assert "net" not in MNISTClassifier(MLP()).hparams
+
+
+def test_a_module_built_by_the_cli_saves_its_network_as_class_path_and_arguments(tiny_checkpoint):
+    hparams = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    assert hparams["net"]["class_path"] == "mnist_lightning.models.nets.MLP"
+
+
+def test_the_trainers_batch_limits_have_a_type_hint_that_can_be_replaced():
+    parser = LightningArgumentParser()
+    parser.add_lightning_class_args(Trainer, "trainer")
+    limits = [a for a in compat.parser_actions(parser) if a.dest == "trainer.limit_train_batches"]
+    assert limits and compat.has_type_hint(limits[0])
+    compat.set_type_hint(limits[0], int | float | None)
+    assert parser.parse_args(["--trainer.limit_train_batches=1"]).trainer.limit_train_batches == 1
+
+
+def test_subcommand_entries_and_argument_groups_are_reachable():
+    parser = ArgumentParser()
+    subcommands = parser.add_subcommands()
+    fit = ArgumentParser()
+    fit.add_argument_group("own").add_argument("--ckpt_path")
+    subcommands.add_subcommand("fit", fit)
+    assert [choice.dest for choice in compat.subcommand_choices(parser)] == ["fit"]
+    groups = {
+        group.title: [action.dest for action in actions] for group, actions in compat.argument_groups(fit)
+    }
+    assert "ckpt_path" in groups["own"]
+
+
+def test_the_cli_keeps_a_parser_per_subcommand(tiny_data):
+    from mnist_lightning.cli.lightning_cli import build_cli
+    from mnist_lightning.tools.sweep.trials import ProbeCLI, bare_argv
+
+    with bare_argv():
+        probe = build_cli(
+            ["fit", "--config", str(CONFIG), f"--data.data_dir={tiny_data}"], cli_class=ProbeCLI
+        )
+    assert "fit" in compat.subcommand_parsers(probe)
+
+
+def test_the_hparams_summary_lands_in_the_loggers_event_file(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path, name="", version="run")
+    assert compat.tensorboard_experiment_if_open(logger) is None  # asking did not create a writer
+    compat.add_hparams_summary(logger, {"lr": 0.001, "net": "MLP"}, ("val_acc_best",), step=0)
+    assert compat.tensorboard_experiment_if_open(logger) is not None
+    events = EventAccumulator(str(tmp_path / "run"))
+    events.Reload()
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(
+        events.PluginTagToContent("hparams")
+    )
+    assert events.Tags()["scalars"] == []  # the metric placeholders were not logged as points
+
+
+def test_a_studys_storage_and_a_trials_id_are_reachable():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study()
+    trial = study.ask()
+    stored = compat.storage_of(study).get_trial(compat.trial_id_of(trial))
+    assert stored.number == trial.number
