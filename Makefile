@@ -1,6 +1,7 @@
 # The README's first two commands, on a machine with Python 3.10+ and make:
 #   make fit [ARGS="--data.data_dir /path/to/datasets"]   train the default recipe
 #   make test [PYTEST_ARGS='-m "not slow"']                 run the test suite
+#   make lint                                               ruff check and ruff format --check (as CI)
 # Both create .venv and install the project into it (pip install -e ".[dev]") when needed: the first time,
 # and again whenever pyproject.toml changes; otherwise they start at once.
 
@@ -9,13 +10,17 @@ VENV ?= .venv
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: fit test install clean-venv
+.PHONY: fit test lint install clean-venv
 
 fit: $(VENV)/.installed
 	$(VENV)/bin/python -m mnist_lightning fit --config configs/default.yaml $(ARGS)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 install: $(VENV)/.installed
 
