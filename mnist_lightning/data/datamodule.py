@@ -14,9 +14,14 @@ from torch.utils.data import DataLoader
 from mnist_lightning.data import datasets
 from mnist_lightning.data.augment import Augmentation
 from mnist_lightning.data.datasets import DatasetName
-from mnist_lightning.errors import UserError
 from mnist_lightning.data.images import InvertMode, find_images, load_digits
-from mnist_lightning.data.sampling import ResumableDataLoader, ShardedBatchSampler, TensorBatchDataset, keep_batch
+from mnist_lightning.data.sampling import (
+    ResumableDataLoader,
+    ShardedBatchSampler,
+    TensorBatchDataset,
+    keep_batch,
+)
+from mnist_lightning.errors import UserError
 
 
 class ImageFilesDataset(TensorBatchDataset):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from helpers.idx import mnist_normalize as normalize
 
 from mnist_lightning.data.augment import Augmentation
 from mnist_lightning.data.datamodule import MNISTDataModule
@@ -13,6 +12,8 @@ from mnist_lightning.data.datasets import DATASETS, load_split
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.models.nets import MLP
+
+from helpers.idx import mnist_normalize as normalize
 
 MNIST_MEAN, MNIST_STD = DATASETS["MNIST"].mean, DATASETS["MNIST"].std
 

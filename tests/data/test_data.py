@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers.idx import TINY_TEST, TINY_TRAIN
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import DATASETS
 from mnist_lightning.data.sampling import ShardedBatchSampler
+
+from helpers.idx import TINY_TEST, TINY_TRAIN
 
 MNIST_MEAN, MNIST_STD = DATASETS["MNIST"].mean, DATASETS["MNIST"].std
 

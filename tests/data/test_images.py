@@ -9,8 +9,8 @@ from PIL import Image
 
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import load_split
-from mnist_lightning.errors import UserError
 from mnist_lightning.data.images import UnreadableImage, find_images, load_digits, prepare_digit, read_image
+from mnist_lightning.errors import UserError
 
 
 @pytest.fixture(scope="module")
