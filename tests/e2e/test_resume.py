@@ -6,6 +6,7 @@ known step in the middle of an epoch (``pause_at_step.PauseAtStep``), never afte
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -94,61 +96,114 @@ def uninterrupted(tmp_path_factory, tiny_data) -> dict:
     return load(cwd / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
 
 
-@pytest.mark.slow  # whole processes
-def test_killed_interrupted_and_stopped_a_run_resumes_to_the_weights_of_an_uninterrupted_one(
-    tmp_path, tiny_data, uninterrupted
-):
-    """SIGKILL, Ctrl-C, SIGTERM, then Ctrl-C twice, each in the middle of an epoch; each run resumes from
-    what the one before left; the last resume finishes with exactly the weights of a run never stopped."""
-    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+@dataclass
+class Stop:
+    """One stop of the chain: the run's exit status and output, and what it left in the run's folder."""
+
+    status: int
+    stdout: str
+    stderr: str
+    last: dict  # last.ckpt
+    interrupted_bytes: bytes | None  # interrupted.ckpt, if there is one
+    all_whole: bool  # every checkpoint file loads
+    runs: list[str]  # the folders under lightning_logs
+
+    @property
+    def last_step(self) -> int:
+        return self.last["global_step"]
+
+    @property
+    def interrupted_step(self) -> int | None:
+        if self.interrupted_bytes is None:
+            return None
+        return torch.load(io.BytesIO(self.interrupted_bytes), map_location="cpu", weights_only=True)[
+            "global_step"
+        ]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, tiny_data) -> dict[str, Stop]:
+    """One run stopped four times in the middle of an epoch, each resumed from what the one before left:
+    SIGKILL at step 70, Ctrl-C at 90, SIGTERM at 130, Ctrl-C twice at 150; then resumed to the end."""
+    cwd = tmp_path_factory.mktemp("chain")
+    checkpoints = cwd / "lightning_logs" / "version_0" / "checkpoints"
     last, interrupted = checkpoints / "last.ckpt", checkpoints / "interrupted.ckpt"
+    stops: dict[str, Stop] = {}
 
-    # SIGKILL in the middle of the second epoch: last.ckpt of the first epoch is what remains
-    status, _, _ = signal_when_paused(start_fit(tmp_path, tiny_data, pause_at=70), tmp_path, signal.SIGKILL)
-    assert status == -signal.SIGKILL
-    assert load(last)["global_step"] == STEPS_PER_EPOCH
-    assert all("state_dict" in load(path) for path in checkpoints.glob("*.ckpt"))  # none half-written
+    def record(name: str, status: int, stdout: str, stderr: str) -> None:
+        stops[name] = Stop(
+            status, stdout, stderr, load(last), interrupted.read_bytes() if interrupted.exists() else None,
+            all("state_dict" in load(path) for path in checkpoints.glob("*.ckpt")),
+            sorted(path.name for path in (cwd / "lightning_logs").iterdir()),
+        )  # fmt: skip
 
-    # Ctrl-C in the middle of the second epoch, resumed from its start: interrupted.ckpt at that very step
-    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=90)
-    status, stdout, stderr = signal_when_paused(resumed, tmp_path, signal.SIGINT)
-    assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in stdout
-    assert status == 128 + signal.SIGINT
-    assert "lightning_logs/version_0/checkpoints/interrupted.ckpt" in one_line(stderr, "Interrupted (Ctrl-C)")
-    assert "Received SIGTERM" not in stdout + stderr, "Ctrl-C is not reported as a SIGTERM"
-    assert load(interrupted)["global_step"] == 90 and load(last)["global_step"] == STEPS_PER_EPOCH
+    record("sigkill", *signal_when_paused(start_fit(cwd, tiny_data, pause_at=70), cwd, signal.SIGKILL))
+    resumed = start_fit(cwd, tiny_data, "--ckpt_path", "last", pause_at=90)
+    record("ctrl_c", *signal_when_paused(resumed, cwd, signal.SIGINT))
+    resumed = start_fit(cwd, tiny_data, "--ckpt_path", "last", pause_at=130)
+    record("sigterm", *signal_when_paused(resumed, cwd, signal.SIGTERM))
+    resumed = start_fit(cwd, tiny_data, "--ckpt_path", "last", pause_at=150, second_ctrl_c=True)
+    wait_for(cwd / "paused", resumed)
+    resumed.send_signal(signal.SIGINT)  # the first: stop after this step and save...
+    wait_for(cwd / "paused_again", resumed)
+    resumed.send_signal(signal.SIGINT)  # ...the second, before that: stop at once
+    stdout, stderr = resumed.communicate(timeout=300)
+    record("ctrl_c_twice", resumed.returncode, stdout, stderr)
+    record(
+        "completed",
+        *run_main_on_one_thread(*ARGS, f"--data.data_dir={tiny_data}", "--ckpt_path", "last", cwd=cwd),
+    )
+    return stops
 
-    # SIGTERM in the middle of the third epoch, resumed from the middle of the second
-    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=130)
-    status, stdout, stderr = signal_when_paused(resumed, tmp_path, signal.SIGTERM)
-    assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stdout
-    assert status == 128 + signal.SIGTERM
-    message = one_line(stderr, "Interrupted (SIGTERM)")
+
+@pytest.mark.slow  # whole processes
+def test_sigkill_leaves_the_last_epochs_checkpoint_whole(chain):
+    assert chain["sigkill"].status == -signal.SIGKILL
+    assert chain["sigkill"].last_step == STEPS_PER_EPOCH
+    assert chain["sigkill"].all_whole  # no checkpoint half-written
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_resumable_checkpoint_at_that_very_step(chain):
+    stop = chain["ctrl_c"]
+    assert "Resuming from lightning_logs/version_0/checkpoints/last.ckpt" in stop.stdout
+    assert stop.status == 128 + signal.SIGINT
+    assert "lightning_logs/version_0/checkpoints/interrupted.ckpt" in one_line(
+        stop.stderr, "Interrupted (Ctrl-C)"
+    )
+    assert "Received SIGTERM" not in stop.stdout + stop.stderr, "Ctrl-C is not reported as a SIGTERM"
+    assert stop.interrupted_step == 90 and stop.last_step == STEPS_PER_EPOCH
+
+
+@pytest.mark.slow
+def test_sigterm_resumes_from_the_interrupted_checkpoint_and_says_how_to_continue(chain):
+    stop = chain["sigterm"]
+    assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stop.stdout
+    assert stop.status == 128 + signal.SIGTERM
+    message = one_line(stop.stderr, "Interrupted (SIGTERM)")
     assert (
         "lightning_logs/version_0/checkpoints/interrupted.ckpt" in message and "--ckpt_path last" in message
     )
-    assert load(interrupted)["global_step"] == 130 and load(last)["global_step"] == 2 * STEPS_PER_EPOCH
+    assert stop.interrupted_step == 130 and stop.last_step == 2 * STEPS_PER_EPOCH
 
-    # Ctrl-C twice: the second stops at once, with Ctrl-C's status, saving nothing and removing nothing
-    before = interrupted.read_bytes()
-    resumed = start_fit(tmp_path, tiny_data, "--ckpt_path", "last", pause_at=150, second_ctrl_c=True)
-    wait_for(tmp_path / "paused", resumed)
-    resumed.send_signal(signal.SIGINT)  # the first: stop after this step and save...
-    wait_for(tmp_path / "paused_again", resumed)
-    resumed.send_signal(signal.SIGINT)  # ...the second, before that: stop at once
-    stdout, stderr = resumed.communicate(timeout=300)
-    assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stdout
-    assert resumed.returncode == 128 + signal.SIGINT, stderr[-3000:]
-    assert "nothing saved" in one_line(stderr, "Stopped (Ctrl-C) at once")
-    assert interrupted.read_bytes() == before and load(last)["global_step"] == 2 * STEPS_PER_EPOCH
 
-    status, _, stderr = run_main_on_one_thread(
-        *ARGS, f"--data.data_dir={tiny_data}", "--ckpt_path", "last", cwd=tmp_path
-    )
-    assert status == 0, stderr[-3000:]
-    assert not interrupted.exists()  # the completed run removed it
-    assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["version_0"]
-    final = load(last)
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_at_once_saving_and_removing_nothing(chain):
+    stop = chain["ctrl_c_twice"]
+    assert "Resuming from lightning_logs/version_0/checkpoints/interrupted.ckpt" in stop.stdout
+    assert stop.status == 128 + signal.SIGINT, stop.stderr[-3000:]
+    assert "nothing saved" in one_line(stop.stderr, "Stopped (Ctrl-C) at once")
+    unchanged = stop.interrupted_bytes == chain["sigterm"].interrupted_bytes
+    assert unchanged and stop.last_step == 2 * STEPS_PER_EPOCH
+
+
+@pytest.mark.slow
+def test_the_completed_resume_has_the_weights_of_a_run_never_stopped(chain, uninterrupted):
+    stop = chain["completed"]
+    assert stop.status == 0, stop.stderr[-3000:]
+    assert stop.interrupted_step is None  # the completed run removed interrupted.ckpt
+    assert stop.runs == ["version_0"]
+    final = stop.last
     assert (final["epoch"], final["global_step"]) == (uninterrupted["epoch"], uninterrupted["global_step"])
     for name, tensor in uninterrupted["state_dict"].items():
         assert torch.equal(final["state_dict"][name], tensor), name
