@@ -2,6 +2,7 @@
 #   make fit [ARGS="--data.data_dir /path/to/datasets"]   train the default recipe
 #   make test [PYTEST_ARGS='-m "not slow"']                 run the test suite
 #   make lint                                               ruff check and ruff format --check (as CI)
+#   make docs                                               the guide in docs/ as a site in site/ (as CI)
 # Both create .venv and install the project into it (pip install -e ".[dev]") when needed: the first time,
 # and again whenever pyproject.toml changes; otherwise they start at once.
 
@@ -10,7 +11,7 @@ VENV ?= .venv
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: fit test lint install clean-venv
+.PHONY: fit test lint docs install clean-venv
 
 fit: $(VENV)/.installed
 	$(VENV)/bin/python -m mnist_lightning fit --config configs/default.yaml $(ARGS)
@@ -21,6 +22,10 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# --strict: a broken link or anchor, or a page missing from mkdocs.yml's nav, fails the build
+docs: $(VENV)/.installed
+	$(VENV)/bin/mkdocs build --strict
 
 install: $(VENV)/.installed
 
