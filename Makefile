@@ -3,7 +3,7 @@
 #   make test [PYTEST_ARGS='-m "not slow"']                 run the test suite
 #   make lint                                               ruff check and ruff format --check (as CI)
 #   make docs                                               the guide in docs/ as a site in site/ (as CI)
-# Both create .venv and install the project into it (pip install -e ".[dev]") when needed: the first time,
+# Each creates .venv and installs the project into it (pip install -e ".[dev]") when needed: the first time,
 # and again whenever pyproject.toml changes; otherwise they start at once.
 
 PYTHON ?= python3
