@@ -172,9 +172,12 @@ def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
         ({"params": {"model.optimizer.init_args.lr": {"low": 0.01, "high": 0.001}}}, None,
          "params.model.optimizer.init_args.lr: low (0.01) is greater than high (0.001)"),
         ({"sampler": {"name": "TPESamplr"}}, None, "unknown sampler 'TPESamplr'; Optuna's samplers are:"),
+        ({"heartbeat": 0.5}, None, "heartbeat must be a whole number >= 1"),
         ({}, "--storage=sqlite:////nonexistent/folder/study.db", "cannot open the study storage 'sqlite:////nonexistent"),
     ],
-    ids=["unknown-option", "low-above-high", "unknown-sampler", "unreachable-storage"],
+    ids=[
+        "unknown-option", "low-above-high", "unknown-sampler", "fractional-heartbeat", "unreachable-storage",
+    ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error_before_anything_runs(tmp_path, tiny_data, change, option, message):
     sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "tiny"
