@@ -25,10 +25,10 @@ from mnist_lightning.tools.sweep.storage import (
     PID,
     PID_START,
     Heartbeat,
+    RetryTrial,
     _host_id,
     _process_start,
     fail_dead_trials,
-    queue_retry,
 )
 from mnist_lightning.tools.sweep.trials import BestMetric, TrialCLI, bare_argv
 
@@ -83,10 +83,11 @@ class Sweep:
             self._record(trial, None, tracker, start)
             raise
         except (SIGTERMException, KeyboardInterrupt) as err:
-            trial.set_user_attr("interrupted", True)
-            queue_retry(
-                trial.study, compat.storage_of(trial.study).get_trial(compat.trial_id_of(trial)), self.spec
+            # queued before it is marked interrupted: the retry takes the trial's user attributes
+            RetryTrial(self.spec.retry_failed)(
+                trial.study, compat.storage_of(trial.study).get_trial(compat.trial_id_of(trial))
             )
+            trial.set_user_attr("interrupted", True)
             raise KeyboardInterrupt from err  # Optuna marks the trial FAIL
         checkpoint = cli.trainer.checkpoint_callback
         best_ckpt = (

@@ -1,8 +1,10 @@
-"""The study's storage, and the trials of processes that are gone."""
+"""The study's storage, and the trials of processes that are gone: marked FAIL, and their values queued again
+``retry_failed`` times by Optuna's ``RetryHeartbeatStaleTrialCallback`` (:class:`RetryTrial`)."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import socket
 import threading
@@ -10,11 +12,13 @@ import time
 from pathlib import Path
 
 from mnist_lightning import compat
+from mnist_lightning.cli.quiet import silenced
 from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.tools.sweep.spec import SweepSpec
 
 # system attributes of a trial: which process runs it, and when that process last said it was alive
 HOST, PID, PID_START, HEARTBEAT = "sweep:host", "sweep:pid", "sweep:pid_start", "sweep:heartbeat"
+PROCESS_ATTRS = (HOST, PID, PID_START, HEARTBEAT)
 
 
 def open_storage(url: str | None, sweep_dir: Path):
@@ -112,22 +116,54 @@ def fail_dead_trials(study, spec: SweepSpec) -> None:
             )
         except Exception:  # another process marked it first
             continue
-        if not marked:
-            continue
-        retried = queue_retry(study, trial, spec)
-        print(
-            f"Trial {trial.number} was left running by a process that is gone: marked failed"
-            f"{'; its parameters are queued again' if retried else ''}.",
-            flush=True,
-        )
+        if marked:
+            RetryTrial(spec.retry_failed, "was left running by a process that is gone")(study, trial)
 
 
-def queue_retry(study, trial, spec: SweepSpec) -> bool:
-    retries = int(trial.user_attrs.get("retries", 0))
-    if retries >= spec.retry_failed or not trial.params:
-        return False
-    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
-    return True
+class RetryTrial:
+    """Queue a failed trial's values again, up to ``retry_failed`` times, with Optuna's
+    ``RetryHeartbeatStaleTrialCallback``; given ``why``, say on stdout what became of the trial.
+
+    The sweep calls it for the trials its process check or its heartbeat finds dead, and for a trial stopped
+    by Ctrl-C or SIGTERM.
+    """
+
+    def __init__(self, retry_failed: int, why: str | None = None) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        with silenced():  # ExperimentalWarning
+            self._retry = RetryHeartbeatStaleTrialCallback(max_retry=retry_failed)
+        self.retry_failed, self.why = retry_failed, why
+
+    def __call__(self, study, trial) -> None:
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        with silenced():  # ExperimentalWarning
+            retries = len(RetryHeartbeatStaleTrialCallback.retry_history(trial))
+        queued = bool(trial.params) and retries < self.retry_failed  # the callback's own limit
+        if queued:
+            # a copy: the callback appends to the trial's retry history, which may be the storage's own list;
+            # without the dead process's marks, which a live process would otherwise judge the retry by
+            trial = copy.deepcopy(trial)
+            trial.system_attrs = {
+                key: value for key, value in trial.system_attrs.items() if key not in PROCESS_ATTRS
+            }
+            self._retry(study, trial)
+        if self.why:
+            print(
+                f"Trial {trial.number} {self.why}: marked failed"
+                f"{'; its parameters are queued again' if queued else ''}.",
+                flush=True,
+            )
+
+
+def retried_from(trial) -> int | None:
+    """The number of the trial this one retries (the one just before it in its retry history), if any."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with silenced():  # ExperimentalWarning
+        history = RetryHeartbeatStaleTrialCallback.retry_history(trial)
+    return history[-1] if history else None
 
 
 class Heartbeat:
