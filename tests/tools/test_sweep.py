@@ -18,7 +18,7 @@ import yaml
 
 from mnist_lightning import compat
 from mnist_lightning.tools.sweep.report import PLOTS
-from mnist_lightning.tools.sweep.storage import HOST, PID, RetryTrial, retried_from
+from mnist_lightning.tools.sweep.storage import HEARTBEAT, HOST, PID, RetryTrial, retried_from
 
 from helpers.commands import subprocess_env
 from helpers.sweeps import run_sweep, sweep_args, write_sweep
@@ -201,6 +201,32 @@ def test_ctrl_c_mid_trial_queues_it_again_and_the_same_command_continues(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "marked failed" not in result.stdout  # nothing left running
     assert_failed_then_retried_once(load_study(sweep_dir, "killed"), sweep_dir)
+
+
+@pytest.mark.slow  # whole processes
+def test_sigkill_mid_trial_on_sqlite_is_failed_and_retried_by_optunas_heartbeat(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1, heartbeat=1)  # grace: 4 s
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30", f"--storage={storage}")
+    sweep_dir = killed_mid_trial(args, tmp_path)
+    [killed] = optuna.load_study(study_name="killed", storage=storage).trials
+    assert killed.state.name == "RUNNING" and HEARTBEAT not in killed.system_attrs  # Optuna's heartbeat only
+
+    time.sleep(4 + 2)  # past the grace period (SQLite's clock has whole seconds): Optuna's heartbeat is stale
+    result = run_sweep_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ExperimentalWarning" not in result.stderr and "FutureWarning" not in result.stderr
+    assert "Trial 0 sent no heartbeat for over 4 s: marked failed; its parameters are queued again" in (
+        result.stdout
+    )
+    assert "left running by a process that is gone" not in result.stdout  # not the sweep's process check
+    study = optuna.load_study(study_name="killed", storage=storage)
+    assert_failed_then_retried_once(study, sweep_dir)
+    retry = study.trials[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    assert retry.system_attrs[PID] != killed.system_attrs[PID]  # run by the second process
 
 
 def test_a_failed_trial_is_queued_again_retry_failed_times_without_its_process_marks(capsys):
