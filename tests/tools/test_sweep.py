@@ -16,8 +16,9 @@ import optuna
 import pytest
 import yaml
 
+from mnist_lightning import compat
 from mnist_lightning.tools.sweep.report import PLOTS
-from mnist_lightning.tools.sweep.storage import PID
+from mnist_lightning.tools.sweep.storage import HEARTBEAT, HOST, PID, RetryTrial, retried_from
 
 from helpers.commands import subprocess_env
 from helpers.sweeps import run_sweep, sweep_args, write_sweep
@@ -133,35 +134,122 @@ def test_two_processes_share_one_study(tmp_path, tiny_data):
         assert summary["status"] == "finished"
 
 
-@pytest.mark.slow  # whole processes
-def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
-    sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1)
-    # trials of 30 short epochs: the kill lands after the first epoch's checkpoint, long before the last
-    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30")
-    process = start_sweep(*args, cwd=tmp_path)
-    last = tmp_path / "lightning_logs" / "sweeps" / "killed" / "trial_0" / "checkpoints" / "last.ckpt"
+def stop_mid_trial(args: list[str], cwd: Path, signum: int = signal.SIGKILL) -> tuple[Path, int]:
+    """Start a sweep of trials of 30 short epochs, send it ``signum`` after trial 0's first checkpoint, long
+    before its last; returns the sweep's folder and the process's exit status."""
+    process = start_sweep(*args, cwd=cwd)
+    last = cwd / "lightning_logs" / "sweeps" / "killed" / "trial_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert last.exists(), process.communicate()[1][-3000:]
-    process.send_signal(signal.SIGKILL)
+    process.send_signal(signum)
     process.communicate(timeout=60)
-    sweep_dir = last.parents[2]
+    return last.parents[2], process.returncode
+
+
+def killed_mid_trial(args: list[str], cwd: Path) -> Path:
+    sweep_dir, _ = stop_mid_trial(args, cwd)
     summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
     assert summary["status"] == "running"  # killed mid-trial, no chance to say more
-    assert states(load_study(sweep_dir, "killed")) == ["RUNNING"]
+    return sweep_dir
 
-    result = subprocess.run(
+
+def run_sweep_process(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "mnist_lightning", "sweep", *args],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        cwd=cwd, capture_output=True, text=True, timeout=240,
         env=subprocess_env(OMP_NUM_THREADS="1"),
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Trial 0 was left running by a process that is gone: marked failed" in result.stdout
-    study = load_study(sweep_dir, "killed")
+
+
+def assert_failed_then_retried_once(study: optuna.Study, sweep_dir: Path) -> None:
     assert states(study) == ["FAIL", "COMPLETE", "COMPLETE"]
     failed, retry, _ = study.trials
-    assert retry.params == failed.params and retry.user_attrs["retry_of"] == 0  # retried once, by the config
+    assert retry.params == failed.params and retried_from(retry) == 0  # retried once, by the config
+    rows = list(csv.DictReader((sweep_dir / "trials.csv").open()))
+    assert [row["retry_of"] for row in rows] == ["", "0", ""]
+
+
+@pytest.mark.slow  # whole processes
+def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1)
+    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30")
+    sweep_dir = killed_mid_trial(args, tmp_path)
+    assert states(load_study(sweep_dir, "killed")) == ["RUNNING"]
+
+    result = run_sweep_process(args, tmp_path)  # at once: the process check, not a heartbeat, finds it dead
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Trial 0 was left running by a process that is gone: marked failed" in result.stdout
+    assert_failed_then_retried_once(load_study(sweep_dir, "killed"), sweep_dir)
+
+
+@pytest.mark.slow  # whole processes
+def test_ctrl_c_mid_trial_queues_it_again_and_the_same_command_continues(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1)
+    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30")
+    sweep_dir, status = stop_mid_trial(args, tmp_path, signal.SIGINT)
+    assert status == 130
+    summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    study = load_study(sweep_dir, "killed")
+    assert states(study) == ["FAIL", "WAITING"]  # marked failed by Optuna, queued again by the sweep
+    failed, retry = study.trials
+    assert failed.user_attrs["interrupted"] and "interrupted" not in retry.user_attrs
+
+    result = run_sweep_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "marked failed" not in result.stdout  # nothing left running
+    assert_failed_then_retried_once(load_study(sweep_dir, "killed"), sweep_dir)
+
+
+@pytest.mark.slow  # whole processes
+def test_sigkill_mid_trial_on_sqlite_is_failed_and_retried_by_optunas_heartbeat(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1, heartbeat=1)  # grace: 4 s
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30", f"--storage={storage}")
+    sweep_dir = killed_mid_trial(args, tmp_path)
+    [killed] = optuna.load_study(study_name="killed", storage=storage).trials
+    assert killed.state.name == "RUNNING" and HEARTBEAT not in killed.system_attrs  # Optuna's heartbeat only
+
+    time.sleep(4 + 2)  # past the grace period (SQLite's clock has whole seconds): Optuna's heartbeat is stale
+    result = run_sweep_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ExperimentalWarning" not in result.stderr and "FutureWarning" not in result.stderr
+    assert "Trial 0 sent no heartbeat for over 4 s: marked failed; its parameters are queued again" in (
+        result.stdout
+    )
+    assert "left running by a process that is gone" not in result.stdout  # not the sweep's process check
+    study = optuna.load_study(study_name="killed", storage=storage)
+    assert_failed_then_retried_once(study, sweep_dir)
+    retry = study.trials[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        assert optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    assert retry.system_attrs[PID] != killed.system_attrs[PID]  # run by the second process
+
+
+def test_a_failed_trial_is_queued_again_retry_failed_times_without_its_process_marks(capsys):
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    compat.storage_of(study).set_trial_system_attr(compat.trial_id_of(trial), HOST, "another/host")
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    retry_once = RetryTrial(1, "was left running by a process that is gone")
+    retry_once(study, study.trials[0])
+    assert capsys.readouterr().out.splitlines() == [
+        "Trial 0 was left running by a process that is gone: marked failed; its parameters are queued again."
+    ]
+    failed, retry = study.trials
+    assert retry.state.name == "WAITING" and retry.params == failed.params and retried_from(retry) == 0
+    assert HOST not in retry.system_attrs  # the dead process's marks are left out: a live one claims it
+    # the retry fails too: retry_failed (1) is spent, nothing more is queued
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    retry_once(study, study.trials[1])
+    assert len(study.trials) == 2
+    assert capsys.readouterr().out == "Trial 1 was left running by a process that is gone: marked failed.\n"
+    RetryTrial(0)(study, study.trials[0])  # retry_failed: 0 queues nothing, and says nothing without a why
+    assert len(study.trials) == 2 and capsys.readouterr().out == ""
 
 
 @pytest.mark.parametrize(
@@ -172,9 +260,12 @@ def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
         ({"params": {"model.optimizer.init_args.lr": {"low": 0.01, "high": 0.001}}}, None,
          "params.model.optimizer.init_args.lr: low (0.01) is greater than high (0.001)"),
         ({"sampler": {"name": "TPESamplr"}}, None, "unknown sampler 'TPESamplr'; Optuna's samplers are:"),
+        ({"heartbeat": 0.5}, None, "heartbeat must be a whole number >= 1"),
         ({}, "--storage=sqlite:////nonexistent/folder/study.db", "cannot open the study storage 'sqlite:////nonexistent"),
     ],
-    ids=["unknown-option", "low-above-high", "unknown-sampler", "unreachable-storage"],
+    ids=[
+        "unknown-option", "low-above-high", "unknown-sampler", "fractional-heartbeat", "unreachable-storage",
+    ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error_before_anything_runs(tmp_path, tiny_data, change, option, message):
     sweep_dir = tmp_path / "lightning_logs" / "sweeps" / "tiny"

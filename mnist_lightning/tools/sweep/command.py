@@ -121,7 +121,7 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
 
         prepare_process()
         check_params(spec, fit_args)
-    storage = open_storage(options.storage, sweep_dir)
+    storage = open_storage(options.storage, sweep_dir, spec)
     try:
         study = optuna.create_study(
             storage=storage, study_name=study_name, direction=spec.direction, sampler=sampler, pruner=pruner,

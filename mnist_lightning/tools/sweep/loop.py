@@ -19,17 +19,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from mnist_lightning import compat
 from mnist_lightning.cli.lightning_cli import build_cli
 from mnist_lightning.tools.sweep.spec import SweepSpec, make_sampler
-from mnist_lightning.tools.sweep.storage import (
-    HEARTBEAT,
-    HOST,
-    PID,
-    PID_START,
-    Heartbeat,
-    _host_id,
-    _process_start,
-    fail_dead_trials,
-    queue_retry,
-)
+from mnist_lightning.tools.sweep.storage import RetryTrial, claim, fail_dead_trials
 from mnist_lightning.tools.sweep.trials import BestMetric, TrialCLI, bare_argv
 
 # user attributes of a trial, shown by the report and trials.csv
@@ -50,15 +40,7 @@ class Sweep:
     verbose: bool = False
 
     def objective(self, trial) -> float:
-        storage = compat.storage_of(trial.study)
-        pid = os.getpid()
-        for key, value in (
-            (HOST, _host_id()),
-            (PID, pid),
-            (PID_START, _process_start(pid)),
-            (HEARTBEAT, time.time()),
-        ):
-            storage.set_trial_system_attr(compat.trial_id_of(trial), key, value)
+        heartbeat = claim(trial, self.spec.heartbeat)
         run_dir = self.sweep_dir / f"trial_{trial.number}"
         trial.set_user_attr(RUN_DIR, str(run_dir))
         values = {param.key: param.suggest(trial) for param in self.spec.params}
@@ -72,7 +54,7 @@ class Sweep:
         pruning = PyTorchLightningPruningCallback(trial, monitor=self.spec.metric)
         start = time.monotonic()
         try:
-            with Heartbeat(trial.study, compat.trial_id_of(trial), self.spec.heartbeat), bare_argv():
+            with heartbeat, bare_argv():
                 cli = build_cli(
                     ["fit", *quiet, *self.fit_args, *options],
                     cli_class=TrialCLI,
@@ -83,10 +65,11 @@ class Sweep:
             self._record(trial, None, tracker, start)
             raise
         except (SIGTERMException, KeyboardInterrupt) as err:
-            trial.set_user_attr("interrupted", True)
-            queue_retry(
-                trial.study, compat.storage_of(trial.study).get_trial(compat.trial_id_of(trial)), self.spec
+            # queued before it is marked interrupted: the retry takes the trial's user attributes
+            RetryTrial(self.spec.retry_failed)(
+                trial.study, compat.storage_of(trial.study).get_trial(compat.trial_id_of(trial))
             )
+            trial.set_user_attr("interrupted", True)
             raise KeyboardInterrupt from err  # Optuna marks the trial FAIL
         checkpoint = cli.trainer.checkpoint_callback
         best_ckpt = (

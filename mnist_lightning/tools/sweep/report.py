@@ -9,6 +9,7 @@ from pathlib import Path
 from mnist_lightning.cli.quiet import silenced
 from mnist_lightning.errors import first_line
 from mnist_lightning.tools.sweep.spec import SweepSpec
+from mnist_lightning.tools.sweep.storage import retried_from
 
 # user attributes of a trial (written by the sweep's loop)
 RUN_DIR, BEST_CKPT, EPOCHS, FIT_SECONDS, TEST_ACC = (
@@ -67,9 +68,15 @@ def write_trials_csv(trials: Sequence, path: Path) -> Path:
                 [trial.number, trial.state.name, "" if trial.value is None else trial.value]
                 + [trial.params.get(key, "") for key in params]
                 + [attrs.get(key, "") for key in (EPOCHS, FIT_SECONDS, TEST_ACC, RUN_DIR, BEST_CKPT)]
-                + [trial.datetime_start or "", trial.datetime_complete or "", attrs.get("retry_of", "")]
+                + [trial.datetime_start or "", trial.datetime_complete or "", _retry_of(trial)]
             )
     return path
+
+
+def _retry_of(trial) -> int | str:
+    """The trial this one retries (a user attribute in a study swept before Optuna's callback retried)."""
+    retried = retried_from(trial)
+    return trial.user_attrs.get("retry_of", "") if retried is None else retried
 
 
 def write_plots(study, sweep_dir: Path) -> list[str]:

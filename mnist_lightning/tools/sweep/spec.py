@@ -83,11 +83,11 @@ class SweepSpec:
     pruner: dict[str, Any] | None = field(default_factory=lambda: {"name": "MedianPruner", "args": {}})
     retry_failed: int = 1
     test: bool = False
-    heartbeat: float = 30.0  # seconds between "still alive" marks of a running trial
+    heartbeat: int = 30  # seconds between "still alive" marks of a running trial (Optuna takes whole seconds)
 
     @property
-    def grace(self) -> float:
-        """After this long without a heartbeat, a trial of another machine counts as dead."""
+    def grace(self) -> int:
+        """After this many seconds without a heartbeat, a trial of another machine counts as dead."""
         return 4 * self.heartbeat
 
 
@@ -120,16 +120,14 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
                 f"{where}: direction must be 'maximize' or 'minimize', got {content['direction']!r}."
             )
         spec.direction = content["direction"]
-    for key in ("trials", "retry_failed"):
+    for key, least in (("trials", 1), ("retry_failed", 0), ("heartbeat", 1)):
         if key in content:
             value = content[key]
-            if not isinstance(value, int) or isinstance(value, bool) or value < (1 if key == "trials" else 0):
-                raise UserError(f"{where}: {key} must be a whole number >= {1 if key == 'trials' else 0}.")
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise UserError(f"{where}: {key} must be a whole number >= {least}.")
             setattr(spec, key, value)
     if "test" in content:
         spec.test = bool(content["test"])
-    if "heartbeat" in content:
-        spec.heartbeat = float(content["heartbeat"])
     for key in ("sampler", "pruner"):
         if key in content:
             setattr(spec, key, parse_class_spec(content[key], key, where))
