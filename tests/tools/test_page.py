@@ -1,6 +1,7 @@
 """The drawing page in a real browser: headless Chromium, driven by Selenium, draws a digit on the canvas.
 
-Set ``SERVE_PAGE_SCREENSHOT=docs/serve-page.png`` to also save the screenshot there (the serving page of the docs shows it).
+Set ``SERVE_PAGE_SCREENSHOT=docs/serve-page.png`` to also save the screenshot there (the docs' serving page
+shows it).
 """
 
 from __future__ import annotations
