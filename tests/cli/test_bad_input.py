@@ -255,6 +255,21 @@ def test_bad_option_or_config_file_is_one_short_message(workdir, tiny_data, prob
     assert len(stderr.strip().splitlines()) <= 4
 
 
+@pytest.mark.parametrize("option", ["--trainer.max_epoch=2", "--data.batch=16", "--print_conf"])
+def test_an_abbreviated_option_is_refused_as_in_a_config_file(workdir, tiny_data, option):
+    full = {"--trainer.max_epoch": "--trainer.max_epochs", "--data.batch": "--data.batch_size"}
+    given = option.split("=")[0]
+    stderr = assert_fails_clearly(
+        workdir,
+        *fit(tiny_data),
+        option,
+        expect=(
+            f"error: unrecognized arguments: {option} (did you mean {full.get(given, '--print_config')}?)",
+        ),
+    )
+    assert len(stderr.strip().splitlines()) == 2  # the error, and the hint to --help
+
+
 def test_help_still_lists_the_options(workdir):
     status, stdout, _ = run_main("fit", "--help", cwd=workdir)
     assert status == 0 and "--data.batch_size" in stdout and "--ckpt_path" in stdout
