@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from PIL import Image
 
 from mnist_lightning.cli.main import main
 from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.errors import UserError
 from mnist_lightning.tools.export import export, load_probability_model
+from mnist_lightning.tools.serve.server import check_can_listen
 
 from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
 
@@ -143,3 +146,26 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert exit_.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: --ckpt_path") and "not a readable checkpoint" in stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::"])
+def test_a_port_in_use_is_one_error_line_before_serving(tiny_checkpoint, host, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--ckpt_path", str(tiny_checkpoint), "--host", host, "--port", str(port)])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # not "Serving ..." first
+    assert err == (
+        f"error: cannot listen on {host} port {port} (Address already in use); another program listens on "
+        f"port {port}: stop it, or choose another --port.\n"
+    )
+
+
+def test_an_address_the_machine_does_not_have_is_a_clear_error():
+    with pytest.raises(UserError, match=r"cannot listen on 192\.0\.2\.1 port 8000 \(.*\); this machine has "
+                       r"no such address: choose another --host"):  # fmt: skip
+        check_can_listen("192.0.2.1", 8000)  # TEST-NET-1: an address no machine has

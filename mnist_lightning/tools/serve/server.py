@@ -16,10 +16,12 @@ LitServe runs the network in a worker process and batches concurrent requests (`
 # FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
 import base64
 import binascii
+import errno
 import io
 import json
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from importlib.resources import files
@@ -241,6 +243,25 @@ def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServe
     return server
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (SO_REUSEADDR) and let it go; a UserError saying what to do when
+    that fails, before anything is started or printed (uvicorn would log the error and exit with status 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno == errno.EADDRINUSE:
+            advice = f"another program listens on port {port}: stop it, or choose another --port"
+        elif err.errno == errno.EACCES:
+            advice = "this user may not listen there: choose another --port"
+        else:
+            advice = "this machine has no such address: choose another --host (127.0.0.1: this machine only)"
+        raise UserError(f"cannot listen on {host} port {port} ({reason}); {advice}.") from None
+
+
 def stop_on_signals() -> None:
     """Ctrl-C (SIGINT) and SIGTERM stop the server by the shutdown LitServer.run does on KeyboardInterrupt.
 
@@ -295,14 +316,10 @@ def main(args: list[str]) -> None:
     classes = model_source.class_names()
     api = DigitClassifierAPI(model_source, classes, options.max_batch_size, options.batch_timeout)
     server = build_server(api, int(options.max_request_mb * 1_000_000))
+    check_can_listen(options.host, options.port)
     stop_on_signals()
     print(
         f"Serving {model_source.path} at http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True
     )
-    try:
-        server.run(
-            host=options.host, port=options.port, log_level=options.log_level, generate_client_file=False
-        )
-    except OSError as err:  # the port is taken, or the address is not available
-        raise UserError(f"cannot listen on {options.host}:{options.port} ({err.strerror or err}).") from None
+    server.run(host=options.host, port=options.port, log_level=options.log_level, generate_client_file=False)
     print("Server stopped.", file=sys.stderr, flush=True)
