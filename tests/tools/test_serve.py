@@ -89,6 +89,18 @@ def test_a_bad_request_gets_a_4xx_that_says_why_and_the_server_still_answers(
     assert predict(server.url, encoded(pictures[0]))[1]["prediction"] == digits[0]
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", ""])
+def test_a_json_body_is_read_whatever_its_content_type(server, content_type):
+    """``curl -d '{"image": ...}'`` sends a form's Content-Type; a JSON body is still a JSON body."""
+    pictures, digits = digit_pictures(1, seed=5)
+    body = json.dumps({"image": encoded(pictures[0])}).encode()
+    status, answer = post(f"{server.url}/predict", body, content_type=content_type)
+    assert status == 200, answer
+    assert answer["prediction"] == digits[0]
+    status, answer = post(f"{server.url}/predict", b"image=abc", content_type=content_type)
+    assert status == 400 and "the body is not valid JSON" in answer["detail"]
+
+
 def test_100_concurrent_requests_all_get_correct_answers(server, digit_checkpoint):
     pictures, digits = digit_pictures(100, seed=11)
     expected = expected_probabilities(digit_checkpoint, pictures)

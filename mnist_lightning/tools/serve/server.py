@@ -5,6 +5,7 @@
   ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.images``).
 - ``GET /`` is the drawing page (``static/draw.html``); ``GET /health`` and ``GET /info`` (the class names)
   are LitServe's.
+- The body is read as JSON whatever its ``Content-Type`` (``curl -d`` sends a form's).
 - A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
   ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
 
@@ -215,6 +216,23 @@ def body_too_large_response(max_request_bytes: int):
     return respond
 
 
+class JsonBody:
+    """ASGI middleware: the body of ``POST /predict`` is read as JSON whatever its Content-Type.
+
+    ``curl -d '{"image": ...}'`` sends ``application/x-www-form-urlencoded``, for which FastAPI would validate
+    the raw bytes ("body: input should be a valid dictionary"); a body that is not JSON still gets a 400.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict":
+            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def draw_page(request: Request) -> HTMLResponse:
     return HTMLResponse(
         files("mnist_lightning.tools.serve").joinpath("static/draw.html").read_text(encoding="utf-8")
@@ -222,7 +240,8 @@ def draw_page(request: Request) -> HTMLResponse:
 
 
 def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServer:
-    """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page.
+    """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page;
+    the body of POST /predict is JSON whatever its Content-Type.
 
     LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
     """
@@ -238,6 +257,7 @@ def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServe
     server.app.add_api_route(
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
+    server.app.add_middleware(JsonBody)
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
     return server
