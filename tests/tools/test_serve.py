@@ -127,6 +127,9 @@ def test_the_page_and_the_class_names_are_served(server):
     assert status == 200
     assert b"<canvas" in page and b"/predict" in page
     assert b"http://" not in page and b"https://" not in page  # self-contained: no external request
+    assert b'<link rel="icon" href="/favicon.ico"' in page
+    status, icon = get(f"{server.url}/favicon.ico")
+    assert status == 200 and icon.startswith(b"<svg") and b"</svg>" in icon
     status, info = get(f"{server.url}/info")
     assert status == 200
     assert json.loads(info)["model"]["classes"] == [str(digit) for digit in range(10)]

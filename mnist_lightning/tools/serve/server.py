@@ -3,8 +3,8 @@
 - ``POST /predict`` with ``{"image": "<base64 PNG or JPEG, a data URL prefix is fine>"}`` answers
   ``{"prediction": 7, "label": "7", "confidence": 0.98, "probabilities": [...]}``. The image is prepared as
   ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.images``).
-- ``GET /`` is the drawing page (``static/draw.html``); ``GET /health`` and ``GET /info`` (the class names)
-  are LitServe's.
+- ``GET /`` is the drawing page (``static/draw.html``), ``GET /favicon.ico`` its icon; ``GET /health`` and
+  ``GET /info`` (the class names) are LitServe's.
 - The body is read as JSON whatever its ``Content-Type`` (``curl -d`` sends a form's).
 - A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
   ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, ImageOps
 from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
@@ -45,6 +45,11 @@ from mnist_lightning.tools.export import Predictor, load_exported, load_probabil
 
 MAX_PIXELS = 25_000_000  # larger pictures are refused before they are decoded (memory and time)
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServer.run accepts
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+    'fill="#4a7bd0"/><path d="M9 8h14l-8 17" fill="none" stroke="#fff" stroke-width="4" '
+    'stroke-linecap="round" stroke-linejoin="round"/></svg>'
+)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -239,6 +244,11 @@ def draw_page(request: Request) -> HTMLResponse:
     )
 
 
+def favicon(request: Request) -> Response:
+    """The page's icon, a white 7 on blue (browsers ask for /favicon.ico; an SVG there is fine)."""
+    return Response(FAVICON, media_type="image/svg+xml")
+
+
 def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServer:
     """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page;
     the body of POST /predict is JSON whatever its Content-Type.
@@ -257,6 +267,7 @@ def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServe
     server.app.add_api_route(
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
+    server.app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
     server.app.add_middleware(JsonBody)
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
