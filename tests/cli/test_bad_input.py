@@ -70,6 +70,16 @@ def test_data_folder_missing_or_empty_without_network(workdir, folder_exists):
         (workdir / "data" / "MNIST" / "raw").mkdir(parents=True)
     raw = str((workdir / "data" / "MNIST" / "raw").resolve())
     assert_fails_clearly(workdir, *fit("data"), expect=(raw, "t10k-labels-idx1-ubyte", "--data.data_dir"))
+    assert (workdir / "data").exists() == folder_exists  # the folders the download made are removed
+
+
+def test_a_data_set_missing_from_the_data_folder_leaves_no_folder_behind(workdir, tiny_data):
+    data = shutil.copytree(tiny_data, workdir / "data")
+    before = sorted(data.rglob("*"))
+    assert_fails_clearly(
+        workdir, *fit("data", "--data.dataset=FashionMNIST"), expect=("FashionMNIST is not available",)
+    )
+    assert sorted(data.rglob("*")) == before  # no empty data/FashionMNIST/raw
 
 
 @pytest.fixture
