@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from mnist_lightning.cli.console import CommandParser
+from mnist_lightning.cli.quiet import PT2_WRITER_WARNINGS, ignoring
 from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, raw_folder, spec_of
 from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
@@ -114,7 +115,8 @@ def write_pt2(model: ProbabilityModel, spec: DatasetSpec, path: Path) -> None:
     program = torch.export.export(
         model, (example_images(),), dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}}
     )
-    torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
+    with ignoring(PT2_WRITER_WARNINGS):  # a channels_last weight (ConvNet): see quiet.PT2_WRITER_WARNINGS
+        torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
 
 
 def load_onnx(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
