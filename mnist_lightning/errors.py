@@ -1,4 +1,4 @@
-"""The exception the command line reports as a plain message instead of a traceback, and a helper for it."""
+"""The exception the command line reports as a plain message instead of a traceback, and helpers for it."""
 
 
 class UserError(Exception):
@@ -7,6 +7,13 @@ class UserError(Exception):
     The message says what was wrong and how to fix it; the CLI prints it without a traceback and exits
     with status 2.
     """
+
+
+def yaml_problem(err: BaseException) -> str:
+    """Where and what a YAML syntax error is: ``at line 3, column 18: expected ',' or '}', but got ':'``."""
+    where = getattr(err, "problem_mark", None)
+    line = f"at line {where.line + 1}, column {where.column + 1}: " if where is not None else ""
+    return line + (getattr(err, "problem", None) or first_line(err))
 
 
 def first_line(err: BaseException) -> str:

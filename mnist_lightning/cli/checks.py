@@ -12,7 +12,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities import rank_zero_only
 
-from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.errors import UserError, yaml_problem
 
 
 @rank_zero_only
@@ -43,10 +43,7 @@ def check_config_files(args: list[str] | None) -> None:
         try:
             yaml.safe_load(Path(path).read_text())
         except yaml.YAMLError as err:
-            where = getattr(err, "problem_mark", None)
-            line = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-            problem = getattr(err, "problem", None) or first_line(err)
-            raise UserError(f"--config {path}: not valid YAML{line}: {problem}.") from None
+            raise UserError(f"--config {path}: not valid YAML {yaml_problem(err)}.") from None
 
 
 def check_accelerator(trainer_config: Namespace) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import difflib
 import signal
 import sys
 from typing import NoReturn
@@ -49,12 +50,26 @@ BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches"
 
 
 class ConciseArgumentParser(LightningArgumentParser):
-    """Reports a bad option, value or config file in one error line and a hint, not the whole usage block."""
+    """Reports a bad option, value or config file in one error line and a hint, not the whole usage block;
+    refuses abbreviated options (``--trainer.max_epoch``), as a config file refuses an abbreviated key."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse parsing internally; it expects the exception
             super().error(message, ex)
-        exit_with_error(message, OPTIONS_HINT)
+        exit_with_error(message + self.suggestion(message), OPTIONS_HINT)
+
+    def suggestion(self, message: str) -> str:
+        """`` (did you mean --trainer.max_epochs?)`` for a misspelt or abbreviated option, else ""."""
+        if not message.startswith("unrecognized arguments: "):
+            return ""
+        known = [option for action in compat.parser_actions(self) for option in action.option_strings]
+        given = [arg.split("=", 1)[0] for arg in message.split()[2:] if arg.startswith("--")]
+        matches = [match for arg in given for match in difflib.get_close_matches(arg, known, n=1)]
+        return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
 
 class MNISTLightningCLI(LightningCLI):

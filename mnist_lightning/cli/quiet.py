@@ -2,9 +2,9 @@
 
 Each notice is silenced at its source and only where it does not apply to this project; everything else,
 including a user's own warnings, still shows. Every filter is set by the command that runs, inside
-:func:`quiet` (and :func:`quiet_trials` for a sweep's trials), and undone when it ends, so a Python API user
-or a longer-lived process (a notebook, a test runner) keeps the filters it had. This is the only module that
-changes warning filters or log levels.
+:func:`quiet` (:func:`quiet_trials` for a sweep's trials, :func:`ignoring` for one call), and undone when it
+ends, so a Python API user or a longer-lived process (a notebook, a test runner) keeps the filters it had.
+This is the only module that changes warning filters or log levels.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ IRRELEVANT_WARNINGS = (
 )
 # evaluating a checkpoint: its ModelCheckpoint's "best" bookkeeping is not used, so its folder does not matter
 EVALUATION_WARNINGS = ((r"The dirpath has changed from", r"lightning\.pytorch\.callbacks\.model_checkpoint"),)
+# torch.export.save (torch 2.14) of a network with channels_last weights (ConvNet): a weight that is not
+# contiguous never counts as "complete", so torch warns and writes the weight's whole storage, with its
+# strides and offset, which torch.export.load reads back as it was. The caveat ("when your weights are not
+# on CPU") does not apply: export loads the checkpoint on the CPU. Its check against the checkpoint would
+# catch a file that differs.
+PT2_WRITER_WARNINGS = ((r"No complete tensor found in the group!", r"torch\.export\.pt2_archive\._package"),)
 
 
 class _DropRecords(logging.Filter):
@@ -47,6 +53,14 @@ def ignore_warnings(rules: tuple[tuple[str, str], ...]) -> None:
     enclosing :func:`quiet` ends."""
     for message, module in rules:
         warnings.filterwarnings("ignore", message=message, module=module)
+
+
+@contextlib.contextmanager
+def ignoring(rules: tuple[tuple[str, str], ...]) -> Iterator[None]:
+    """The warnings of ``rules`` ignored for the block, and only for it."""
+    with warnings.catch_warnings():
+        ignore_warnings(rules)
+        yield
 
 
 @contextlib.contextmanager

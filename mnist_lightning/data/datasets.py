@@ -7,9 +7,12 @@ own normalization constants and class names.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import shutil
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -111,7 +114,7 @@ def missing_files_message(data_dir: str | os.PathLike, dataset: str, reason: str
 
 def download(data_dir: str | os.PathLike, dataset: str) -> None:
     """Make the four raw IDX files present: extract ``.gz`` archives already in the raw folder, else download
-    (and extract) them with torchvision into ``data_dir``.
+    (and extract) them with torchvision into ``data_dir``; a failed download leaves no folder it created.
 
     The archives are extracted here, offline, rather than by torchvision: torchvision only extracts an
     archive whose checksum is the original's, and otherwise downloads it again, which fails without network.
@@ -127,11 +130,25 @@ def download(data_dir: str | os.PathLike, dataset: str) -> None:
     from torchvision import datasets
 
     try:
-        getattr(datasets, dataset)(str(data_dir), train=True, download=True)
+        with removed_on_failure(raw_folder(data_dir, dataset)):
+            getattr(datasets, dataset)(str(data_dir), train=True, download=True)
     except Exception as err:  # URLError, OSError, RuntimeError("Error downloading ...\n...\n<reason>")
         lines = str(err).strip().splitlines()  # torchvision ends its message with the last mirror's error
         reason = f"downloading failed ({lines[-1] if lines else type(err).__name__})"
         raise UserError(missing_files_message(data_dir, dataset, reason)) from None
+
+
+@contextlib.contextmanager
+def removed_on_failure(folder: Path) -> Iterator[None]:
+    """When the block fails, remove the folders of ``folder``'s path that it created (the outermost one that
+    did not exist before, and what was written in it); folders that were there are left as they are."""
+    created = next((path for path in reversed((folder, *folder.parents)) if not path.exists()), None)
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def extract_archives(data_dir: str | os.PathLike, dataset: str) -> None:

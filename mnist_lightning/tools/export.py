@@ -4,12 +4,14 @@ The file computes ``normalize -> network -> softmax``: it takes float32 images (
 values in [0, 1] (white on black, as MNIST) and returns class probabilities (N, C), so a consumer needs
 nothing from this project. The data set, its class names and the input convention are stored in the file
 (ONNX metadata properties; a ``metadata.json`` extra file in a .pt2). After writing, the file is loaded back
-with onnxruntime or ``torch.export.load`` and checked against the checkpoint on the whole test set; the file
-is only kept when the check passes.
+with onnxruntime or ``torch.export.load`` and checked against the checkpoint on the whole test set of the
+checkpoint's data set when ``--data.data_dir`` holds it, else on a fixed set of synthetic images; the file is
+only kept when the check passes. An existing file is only replaced with ``--overwrite``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from collections.abc import Callable
@@ -22,7 +24,8 @@ import torch
 from torch import nn
 
 from mnist_lightning.cli.console import CommandParser
-from mnist_lightning.data.datasets import DatasetSpec, load_split, spec_of
+from mnist_lightning.cli.quiet import PT2_WRITER_WARNINGS, ignoring
+from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, raw_folder, spec_of
 from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
@@ -33,6 +36,7 @@ INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on bla
 OUTPUT_CONVENTION = "float32 (N, C), class probabilities in the order of 'classes'"
 TOLERANCE = 1e-5  # largest difference in probability the check accepts between the file and the checkpoint
 CHECK_BATCH = 1000  # test images per forward pass of the check
+SYNTHETIC_IMAGES = 512  # images of the check when the test set is not there
 
 Predictor = Callable[
     [np.ndarray], np.ndarray
@@ -111,7 +115,8 @@ def write_pt2(model: ProbabilityModel, spec: DatasetSpec, path: Path) -> None:
     program = torch.export.export(
         model, (example_images(),), dynamic_shapes={INPUT_NAME: {0: torch.export.Dim("batch")}}
     )
-    torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
+    with ignoring(PT2_WRITER_WARNINGS):  # a channels_last weight (ConvNet): see quiet.PT2_WRITER_WARNINGS
+        torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
 
 
 def load_onnx(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
@@ -158,14 +163,46 @@ def load_exported(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
 
 
 @dataclass(frozen=True)
+class CheckImages:
+    """The images the exported file is checked on: a test set (labelled), or synthetic images (not)."""
+
+    images: torch.Tensor  # uint8 (N, 28, 28)
+    labels: torch.Tensor | None
+    description: str  # "the 10000 MNIST test images", for the report
+
+
+def check_images(data_dir: str, spec: DatasetSpec) -> CheckImages:
+    """The test set of the checkpoint's data set when ``data_dir`` holds it (a damaged one is a UserError),
+    else :func:`synthetic_images`, described as such."""
+    folder = raw_folder(data_dir, spec.name)
+    if any((folder / name).exists() for name in RAW_FILES[False]):
+        images, labels = load_split(data_dir, train=False, dataset=spec.name)
+        return CheckImages(images, labels, f"the {len(labels)} {spec.name} test images")
+    images = synthetic_images()
+    where = (
+        f"no {spec.name} test set in '{folder}'; --data.data_dir names the folder holding {spec.name}/raw/"
+    )
+    return CheckImages(images, None, f"{len(images)} fixed synthetic images ({where})")
+
+
+def synthetic_images(count: int = SYNTHETIC_IMAGES) -> torch.Tensor:
+    """The same ``count`` uint8 images (N, 28, 28) on every call: random grey levels on a share of the pixels
+    that grows from none (a black image) to all."""
+    generator = torch.Generator().manual_seed(0)
+    levels = torch.randint(0, 256, (count, 28, 28), generator=generator, dtype=torch.uint8)
+    share = torch.linspace(0, 1, count).view(-1, 1, 1)
+    return levels * (torch.rand(count, 28, 28, generator=generator) < share)
+
+
+@dataclass(frozen=True)
 class ExportCheck:
-    """The exported file against the checkpoint on a labelled test set."""
+    """The exported file against the checkpoint on a set of images (accuracies only on a labelled one)."""
 
     images: int
     max_difference: float  # largest absolute difference of a class probability
     same_predictions: int  # images for which both predict the same class
-    checkpoint_accuracy: float
-    file_accuracy: float
+    checkpoint_accuracy: float | None
+    file_accuracy: float | None
 
     @property
     def passed(self) -> bool:
@@ -173,14 +210,11 @@ class ExportCheck:
 
 
 def check_export(
-    classifier: MNISTClassifier,
-    spec: DatasetSpec,
-    predict: Predictor,
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    classifier: MNISTClassifier, spec: DatasetSpec, predict: Predictor, checked: CheckImages
 ) -> ExportCheck:
     """Compare the exported file with the checkpoint on uint8 images (N, 28, 28): the classifier gets them
     normalized as in training and ``predict``, the file gets the pixel values in [0, 1]."""
+    images, labels = checked.images, checked.labels
     expected, found = [], []
     with torch.no_grad():
         for batch in images.split(CHECK_BATCH):
@@ -192,48 +226,58 @@ def check_export(
             f"the exported file returned shape {tuple(found.shape)}, expected {tuple(expected.shape)}."
         )
     expected_classes, found_classes = expected.argmax(dim=1), found.argmax(dim=1)
+
+    def accuracy(classes: torch.Tensor) -> float | None:
+        return None if labels is None else (classes == labels).float().mean().item()
+
     return ExportCheck(
-        images=len(labels),
-        max_difference=(found - expected).abs().max().item() if len(labels) else 0.0,
+        images=len(images),
+        max_difference=(found - expected).abs().max().item() if len(images) else 0.0,
         same_predictions=int((expected_classes == found_classes).sum()),
-        checkpoint_accuracy=(expected_classes == labels).float().mean().item(),
-        file_accuracy=(found_classes == labels).float().mean().item(),
+        checkpoint_accuracy=accuracy(expected_classes),
+        file_accuracy=accuracy(found_classes),
     )
 
 
-def describe_check(check: ExportCheck, runtime: str, dataset: str) -> str:
+def describe_check(check: ExportCheck, runtime: str, checked: CheckImages) -> str:
     verdict = "passed" if check.passed else "FAILED"
+    accuracy = (
+        f", accuracy {check.file_accuracy:.2%} vs {check.checkpoint_accuracy:.2%}"
+        if check.file_accuracy is not None and check.checkpoint_accuracy is not None
+        else ""
+    )
     return (
-        f"Check {verdict} on the {check.images} {dataset} test images, {runtime} vs the checkpoint: "
+        f"Check {verdict} on {checked.description}, {runtime} vs the checkpoint: "
         f"max probability difference {check.max_difference:.1e} (tolerance {TOLERANCE:.0e}), "
-        f"same prediction for {check.same_predictions}/{check.images}, "
-        f"accuracy {check.file_accuracy:.2%} vs {check.checkpoint_accuracy:.2%}."
+        f"same prediction for {check.same_predictions}/{check.images}{accuracy}."
     )
 
 
-def export(ckpt_path: str, output: str, data_dir: str) -> ExportCheck:
-    """Write ``output`` from ``ckpt_path``, check it on the test set in ``data_dir`` and print the result.
+def export(ckpt_path: str, output: str, data_dir: str, overwrite: bool = False) -> ExportCheck:
+    """Write ``output`` from ``ckpt_path``, check it (:func:`check_images`) and print the result.
 
     The file is written under a temporary name and renamed to ``output`` only when the check passes, so a
-    failed export leaves no file behind (nor a stale one of an earlier export in its place).
+    failed export leaves no file behind (nor a stale one of an earlier export in its place). An existing
+    ``output`` is a UserError unless ``overwrite``.
     """
     format_name, runtime, write, load = format_of(output)
+    target = Path(output)
+    if target.exists() and not overwrite:
+        raise UserError(
+            f"'{output}' already exists; add --overwrite to replace it, or choose another --output."
+        )
     classifier, spec = load_classifier(ckpt_path)
     model = ProbabilityModel(classifier.net, spec.mean, spec.std).eval()
-    try:
-        images, labels = load_split(data_dir, train=False, dataset=spec.name)
-    except UserError as err:  # the message names the option of the Lightning commands
-        raise UserError(str(err).replace("--data.data_dir", "--data_dir")) from None
-    target = Path(output)
+    checked = check_images(data_dir, spec)
     partial = target.with_name(
         f".partial-{target.name}"
     )  # keeps the suffix, which torch.export.load requires
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write(model, spec, partial)
-        check = check_export(classifier, spec, load(partial)[0], images, labels)
+        check = check_export(classifier, spec, load(partial)[0], checked)
         if not check.passed:
-            mismatch = describe_check(check, runtime, spec.name)
+            mismatch = describe_check(check, runtime, checked)
             raise UserError(f"the exported file does not match the checkpoint. {mismatch}")
         partial.replace(target)
     except OSError as err:
@@ -245,22 +289,29 @@ def export(ckpt_path: str, output: str, data_dir: str) -> ExportCheck:
         f"Wrote {target} ({format_name}, {size_kb:.1f} kB): input '{INPUT_NAME}' {INPUT_CONVENTION}; "
         f"output '{OUTPUT_NAME}' (N, {spec.num_classes}), {spec.name} classes {', '.join(spec.classes)}."
     )
-    print(describe_check(check, runtime, spec.name))
+    print(describe_check(check, runtime, checked))
     return check
 
 
 def main(args: list[str]) -> None:
-    """``python -m mnist_lightning export --ckpt_path CKPT --output FILE.onnx|FILE.pt2 [--data_dir DIR]``."""
+    """``python -m mnist_lightning export --ckpt_path CKPT --output FILE.onnx|FILE.pt2 [--data.data_dir DIR]
+    [--overwrite]``."""
     parser = CommandParser(
         "export",
-        description="Export a checkpoint to ONNX (.onnx) or torch.export (.pt2), checked on the test set.",
+        description="Export a checkpoint to ONNX (.onnx) or torch.export (.pt2), checked against it on the "
+        "test set (or, without the data set, on fixed synthetic images).",
     )
     parser.add_argument("--ckpt_path", required=True, help="checkpoint written by 'fit'")
     parser.add_argument("--output", required=True, help="file to write: ends in .onnx or .pt2")
     parser.add_argument(
-        "--data_dir",
+        "--data.data_dir",
+        dest="data_dir",
         default="data",
-        help="folder holding <dataset>/raw/; the test set of the checkpoint's data set checks the file",
+        metavar="DIR",
+        help="folder holding <dataset>/raw/, as for fit and test (default: data): the file is checked on the "
+        "checkpoint's data set's test set there, else on fixed synthetic images",
     )
+    parser.add_argument("--data_dir", dest="data_dir", help=argparse.SUPPRESS)  # the earlier name
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     options = parser.parse_args(args)
-    export(options.ckpt_path, options.output, options.data_dir)
+    export(options.ckpt_path, options.output, options.data_dir, options.overwrite)

@@ -70,6 +70,16 @@ def test_data_folder_missing_or_empty_without_network(workdir, folder_exists):
         (workdir / "data" / "MNIST" / "raw").mkdir(parents=True)
     raw = str((workdir / "data" / "MNIST" / "raw").resolve())
     assert_fails_clearly(workdir, *fit("data"), expect=(raw, "t10k-labels-idx1-ubyte", "--data.data_dir"))
+    assert (workdir / "data").exists() == folder_exists  # the folders the download made are removed
+
+
+def test_a_data_set_missing_from_the_data_folder_leaves_no_folder_behind(workdir, tiny_data):
+    data = shutil.copytree(tiny_data, workdir / "data")
+    before = sorted(data.rglob("*"))
+    assert_fails_clearly(
+        workdir, *fit("data", "--data.dataset=FashionMNIST"), expect=("FashionMNIST is not available",)
+    )
+    assert sorted(data.rglob("*")) == before  # no empty data/FashionMNIST/raw
 
 
 @pytest.fixture
@@ -253,6 +263,21 @@ def test_bad_option_or_config_file_is_one_short_message(workdir, tiny_data, prob
     (workdir / "typo.yaml").write_text("model:\n  net:\n    init_args:\n      hiden_sizes: [10]\n")
     stderr = assert_fails_clearly(workdir, *fit(tiny_data), *args, expect=(fragment, "--help"))
     assert len(stderr.strip().splitlines()) <= 4
+
+
+@pytest.mark.parametrize("option", ["--trainer.max_epoch=2", "--data.batch=16", "--print_conf"])
+def test_an_abbreviated_option_is_refused_as_in_a_config_file(workdir, tiny_data, option):
+    full = {"--trainer.max_epoch": "--trainer.max_epochs", "--data.batch": "--data.batch_size"}
+    given = option.split("=")[0]
+    stderr = assert_fails_clearly(
+        workdir,
+        *fit(tiny_data),
+        option,
+        expect=(
+            f"error: unrecognized arguments: {option} (did you mean {full.get(given, '--print_config')}?)",
+        ),
+    )
+    assert len(stderr.strip().splitlines()) == 2  # the error, and the hint to --help
 
 
 def test_help_still_lists_the_options(workdir):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,14 @@ def run_export(*args: object) -> None:
 def test_export_to_onnx_from_the_command_line(tmp_path, tiny_data, tiny_checkpoint):
     output = tmp_path / "model.onnx"
     result = run_cli(
-        "export", "--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data, cwd=tmp_path
+        "export",
+        "--ckpt_path",
+        tiny_checkpoint,
+        "--output",
+        output,
+        "--data.data_dir",
+        tiny_data,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""
@@ -67,7 +75,7 @@ def test_export_to_onnx_from_the_command_line(tmp_path, tiny_data, tiny_checkpoi
 
 def test_export_to_pt2(tmp_path, tiny_data, tiny_checkpoint, capsys):
     output = tmp_path / "model.pt2"
-    run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data)
+    run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data.data_dir", tiny_data)
     assert "Check passed" in capsys.readouterr().out
     extra_files = {"metadata.json": ""}
     module = torch.export.load(output, extra_files=extra_files).module()
@@ -82,7 +90,8 @@ def test_export_to_pt2(tmp_path, tiny_data, tiny_checkpoint, capsys):
 
 @pytest.mark.parametrize("net", ["mnist_lightning.models.nets.ConvNet", "helpers.own_net.TinyResNet"])
 def test_export_whatever_network_the_checkpoint_holds(tmp_path, tiny_data, net, capsys):
-    """No config is given to export: the checkpoint tells the network, built in or a person's own."""
+    """No config is given to export: the checkpoint tells the network, built in or a person's own; no
+    warning (torch's "No complete tensor found" of the ConvNet's channels_last weights does not apply)."""
     status, stdout, stderr = run_main(
         "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", f"--model.net.class_path={net}", *QUICK,
         cwd=tmp_path,
@@ -90,23 +99,56 @@ def test_export_whatever_network_the_checkpoint_holds(tmp_path, tiny_data, net, 
     assert status == 0, stderr[-3000:]
     checkpoint = tmp_path / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
     for output in (tmp_path / "model.onnx", tmp_path / "model.pt2"):
-        run_export("--ckpt_path", checkpoint, "--output", output, "--data_dir", tiny_data)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run_export("--ckpt_path", checkpoint, "--output", output, "--data.data_dir", tiny_data)
+        assert [str(warning.message) for warning in caught] == []
         assert "Check passed" in capsys.readouterr().out
         assert output.is_file()
+
+
+def test_export_without_the_data_set_checks_on_synthetic_images_and_says_so(
+    tmp_path, tiny_checkpoint, capsys
+):
+    output, nowhere = tmp_path / "model.onnx", tmp_path / "nowhere"
+    run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data.data_dir", nowhere)
+    stdout = capsys.readouterr().out
+    assert (
+        f"Check passed on 512 fixed synthetic images (no MNIST test set in '{nowhere / 'MNIST' / 'raw'}'; "
+        f"--data.data_dir names the folder holding MNIST/raw/), onnxruntime vs the checkpoint: "
+    ) in stdout
+    assert stdout.rstrip().endswith("same prediction for 512/512.")  # no accuracy: the images have no labels
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path, tiny_data, tiny_checkpoint, capsys):
+    output = tmp_path / "model.onnx"
+    output.write_text("an earlier export")
+    with pytest.raises(SystemExit) as exit_:
+        run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data.data_dir", tiny_data)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"error: '{output}' already exists; add --overwrite to replace it, or choose another --output.\n"
+    )
+    assert output.read_text() == "an earlier export"
+    run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data, "--overwrite")
+    assert "Check passed on the 128 MNIST test images" in capsys.readouterr().out  # --data_dir: earlier name
+    assert onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"]).get_inputs()
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error_and_writes_no_file(tmp_path, tiny_data, capsys):
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 not really a checkpoint")
     with pytest.raises(SystemExit) as exit_:
-        run_export("--ckpt_path", corrupt, "--output", tmp_path / "model.onnx", "--data_dir", tiny_data)
+        run_export("--ckpt_path", corrupt, "--output", tmp_path / "model.onnx", "--data.data_dir", tiny_data)
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: --ckpt_path '{corrupt}' is not a readable checkpoint")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["corrupt.ckpt"]
 
 
+@pytest.mark.parametrize("with_data", [True, False], ids=["test-set", "synthetic"])
 def test_a_failed_check_is_an_error_and_leaves_no_file(
-    tmp_path, tiny_data, tiny_checkpoint, monkeypatch, capsys
+    tmp_path, tiny_data, tiny_checkpoint, monkeypatch, capsys, with_data
 ):
     write_onnx = export_module.write_onnx
 
@@ -123,7 +165,8 @@ def test_a_failed_check_is_an_error_and_leaves_no_file(
     monkeypatch.setitem(export_module.FORMATS, ".onnx", (name, runtime, write_a_different_model, load))
     output = tmp_path / "model.onnx"
     with pytest.raises(SystemExit) as exit_:
-        run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data_dir", tiny_data)
+        data_dir = tiny_data if with_data else tmp_path / "nowhere"
+        run_export("--ckpt_path", tiny_checkpoint, "--output", output, "--data.data_dir", data_dir)
     assert exit_.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: the exported file does not match the checkpoint. Check FAILED")
@@ -133,16 +176,20 @@ def test_a_failed_check_is_an_error_and_leaves_no_file(
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--output", "model.onnx", "--data_dir", "nowhere"], "MNIST is not available"),
+        (["--output", "model.onnx", "--data.data_dir", "half"], "half/MNIST/raw/t10k-labels-idx1-ubyte"),
         (["--output", "model.tflite"], "the model can be exported to .onnx (ONNX) or .pt2"),
-        (["--data_dir", "x"], "the following arguments are required: --output"),
+        (["--data.data_dir", "x"], "the following arguments are required: --output"),
+        (["--output", "model.onnx", "--data.dir", "x"], "unrecognized arguments: --data.dir"),
     ],
+    ids=["half-a-test-set", "unknown-format", "no-output", "abbreviated-option"],
 )
 def test_bad_arguments_are_clear_errors(tmp_path, tiny_checkpoint, args, message, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "half" / "MNIST" / "raw").mkdir(parents=True)  # the test images without their labels
+    (tmp_path / "half" / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"")
     with pytest.raises(SystemExit) as exit_:
         run_export("--ckpt_path", tiny_checkpoint, *args)
     assert exit_.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and message in stderr
-    assert list(tmp_path.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == ["half"]

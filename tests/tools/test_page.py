@@ -46,6 +46,7 @@ def browser(tmp_path):
         pytest.skip(missing)
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: failed requests
     for flag in (
         "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -88,3 +89,30 @@ def test_drawing_a_digit_shows_a_prediction_and_ten_bars(server, browser, tmp_pa
 
     browser.find_element(By.ID, "clear").click()
     wait.until(lambda page: page.find_element(By.ID, "prediction").text == "")
+
+
+# Records the status of each answer to the page's requests, in window.answers
+RECORD_ANSWERS = """
+window.answers = [];
+const send = window.fetch;
+window.fetch = async (...args) => {
+  const response = await send(...args);
+  window.answers.push([String(args[0]), response.status]);
+  return response;
+};
+"""
+
+
+def test_a_tap_is_a_dot_and_the_page_sends_no_blank_drawing_nor_asks_for_a_missing_file(server, browser):
+    browser.get(f"{server.url}/")
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#bars .row")) == 10)
+    browser.execute_script(RECORD_ANSWERS)
+    canvas = browser.find_element(By.ID, "pad")
+    ActionChains(browser).move_to_element_with_offset(canvas, -40, -40).click().perform()  # a tap, no stroke
+    wait.until(lambda page: page.find_element(By.TAG_NAME, "body").get_attribute("data-asking") == "no")
+    assert browser.execute_script("return window.answers") == [["/predict", 200]]
+    assert browser.find_element(By.ID, "status").text == ""
+    assert browser.find_element(By.ID, "prediction").text in [str(digit) for digit in range(10)]
+    problems = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert problems == []  # no 404 of a favicon, no 400 of a blank drawing

@@ -9,7 +9,9 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
 from mnist_lightning.cli.main import main
@@ -110,3 +112,34 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     )
     assert result.returncode == 0, result.stderr
     assert "running/killed" in result.stdout and "interrupted" in result.stdout
+
+
+def write_runs(logs: Path, accuracies: list[float]) -> None:
+    """Finished runs as ``fit`` leaves them (summary.json, config.yaml), one learning rate each."""
+    for number, val_acc in enumerate(accuracies):
+        folder = logs / f"version_{number}"
+        folder.mkdir(parents=True)
+        summary = {"status": "finished", "epochs": 1, "monitor": "val_acc", "best_score": val_acc}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        optimizer = {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.01 / (number + 1)}}
+        config = {"model": {"optimizer": optimizer, "label_smoothing": 0.1}, "data": {"batch_size": 32}}
+        (folder / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_sort_by_a_column_descending_with_a_minus(tmp_path):
+    write_runs(tmp_path, [0.91, 0.95, 0.93])
+    for sort in (["--sort", "-val_acc"], ["--sort=-val_acc"], ["--sort", "val_acc", "--desc"]):
+        rows = csv.DictReader(io.StringIO(list_runs(str(tmp_path), "--format", "csv", *sort)))
+        assert [row["val_acc"] for row in rows] == ["0.95", "0.93", "0.91"], sort
+
+
+def test_sort_by_an_unknown_column_names_the_close_ones_and_the_tables(tmp_path, capsys):
+    write_runs(tmp_path, [0.91, 0.95])
+    with pytest.raises(SystemExit) as exit_:
+        list_runs(str(tmp_path), "--sort", "val_accc")
+    assert exit_.value.code == 2
+    columns = "run, when, status, lr, epochs, val_acc, test_acc, fit_s, best_checkpoint"
+    expected = (
+        f"error: --sort val_accc: no such column (did you mean val_acc?); the table's columns: {columns}.\n"
+    )
+    assert capsys.readouterr().err == expected

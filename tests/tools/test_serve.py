@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import signal
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from PIL import Image
 
 from mnist_lightning.cli.main import main
 from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.errors import UserError
 from mnist_lightning.tools.export import export, load_probability_model
+from mnist_lightning.tools.serve.server import check_can_listen
 
 from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
 
@@ -86,6 +89,18 @@ def test_a_bad_request_gets_a_4xx_that_says_why_and_the_server_still_answers(
     assert predict(server.url, encoded(pictures[0]))[1]["prediction"] == digits[0]
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", ""])
+def test_a_json_body_is_read_whatever_its_content_type(server, content_type):
+    """``curl -d '{"image": ...}'`` sends a form's Content-Type; a JSON body is still a JSON body."""
+    pictures, digits = digit_pictures(1, seed=5)
+    body = json.dumps({"image": encoded(pictures[0])}).encode()
+    status, answer = post(f"{server.url}/predict", body, content_type=content_type)
+    assert status == 200, answer
+    assert answer["prediction"] == digits[0]
+    status, answer = post(f"{server.url}/predict", b"image=abc", content_type=content_type)
+    assert status == 400 and "the body is not valid JSON" in answer["detail"]
+
+
 def test_100_concurrent_requests_all_get_correct_answers(server, digit_checkpoint):
     pictures, digits = digit_pictures(100, seed=11)
     expected = expected_probabilities(digit_checkpoint, pictures)
@@ -112,6 +127,9 @@ def test_the_page_and_the_class_names_are_served(server):
     assert status == 200
     assert b"<canvas" in page and b"/predict" in page
     assert b"http://" not in page and b"https://" not in page  # self-contained: no external request
+    assert b'<link rel="icon" href="/favicon.ico"' in page
+    status, icon = get(f"{server.url}/favicon.ico")
+    assert status == 200 and icon.startswith(b"<svg") and b"</svg>" in icon
     status, info = get(f"{server.url}/info")
     assert status == 200
     assert json.loads(info)["model"]["classes"] == [str(digit) for digit in range(10)]
@@ -143,3 +161,26 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert exit_.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: --ckpt_path") and "not a readable checkpoint" in stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::"])
+def test_a_port_in_use_is_one_error_line_before_serving(tiny_checkpoint, host, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as exit_:
+            main(["serve", "--ckpt_path", str(tiny_checkpoint), "--host", host, "--port", str(port)])
+    assert exit_.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""  # not "Serving ..." first
+    assert err == (
+        f"error: cannot listen on {host} port {port} (Address already in use); another program listens on "
+        f"port {port}: stop it, or choose another --port.\n"
+    )
+
+
+def test_an_address_the_machine_does_not_have_is_a_clear_error():
+    with pytest.raises(UserError, match=r"cannot listen on 192\.0\.2\.1 port 8000 \(.*\); this machine has "
+                       r"no such address: choose another --host"):  # fmt: skip
+        check_can_listen("192.0.2.1", 8000)  # TEST-NET-1: an address no machine has

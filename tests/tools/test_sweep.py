@@ -289,3 +289,16 @@ def test_bad_input_is_one_clear_error_before_anything_runs(tmp_path, tiny_data, 
     assert "Traceback" not in err and "trial 0" not in out
     assert (sweep_dir / "study.journal").read_bytes() == before
     assert sorted(path.name for path in sweep_dir.iterdir()) == ["study.journal"]
+
+
+def test_a_sweep_file_that_is_not_valid_yaml_is_named_with_the_line(tmp_path, tiny_data):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "params:\n  data.batch_size: {choices: [16, 32]\n  model.optimizer.init_args.lr: 0.01\n"
+    )
+    status, out, err = run_sweep(*sweep_args(broken, tiny_data), cwd=tmp_path)
+    assert status == 2 and out == ""
+    assert err == (
+        f"error: the sweep file '{broken}' is not valid YAML at line 3, column 3: expected ',' or '}}', "
+        f"but got '<scalar>'.\n"
+    )

@@ -7,6 +7,7 @@ so a folder of many runs is listed in well under a second.
 from __future__ import annotations
 
 import argparse
+import difflib
 import fnmatch
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sort",
         default="when",
-        help="the column to sort by, e.g. val_acc, lr, run; '-val_acc' (with =) or --desc for descending "
+        help="the column to sort by, e.g. val_acc, lr, run; '-val_acc' or --desc for descending "
         "(default: when)",
     )  # fmt: skip
     parser.add_argument("--desc", action="store_true", help="sort in descending order")
@@ -43,7 +44,26 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         "--group", action="store_true", help="one row per configuration, seeds apart: mean ± sd"
     )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
-    return parser.parse_args(args)
+    return parser.parse_args(joined_sort_value(args))
+
+
+def joined_sort_value(args: list[str]) -> list[str]:
+    """``--sort -val_acc`` as ``--sort=-val_acc``: argparse takes a value starting with '-' for an option."""
+    joined: list[str] = []
+    for arg in args:
+        if joined and joined[-1] == "--sort" and arg.startswith("-") and arg not in ("-h", "--help"):
+            joined[-1] = f"--sort={arg}"
+        else:
+            joined.append(arg)
+    return joined
+
+
+def unknown_column(column: str, names: list[str], columns: list[str]) -> UserError:
+    """The error for ``--sort`` of a column that does not exist: the close names, and the table's columns
+    (not every setting's full and short name, which are dozens)."""
+    close = difflib.get_close_matches(column, names, n=3)
+    guess = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return UserError(f"--sort {column}: no such column{guess}; the table's columns: {', '.join(columns)}.")
 
 
 def main(args: list[str]) -> None:
@@ -67,7 +87,7 @@ def main(args: list[str]) -> None:
     column, descending = options.sort.lstrip("-"), options.desc or options.sort.startswith("-")
     names = {name.rsplit(".", 1)[-1]: name for name in rows[0]} | {name: name for name in rows[0]}
     if column not in names:
-        raise UserError(f"--sort {column}: no such column; columns: {', '.join(sorted(set(names)))}.")
+        raise unknown_column(column, list(names), columns)
     rows.sort(key=sort_key(names[column]), reverse=descending)
     if descending:  # runs without the value last either way
         rows.sort(key=lambda row: sort_key(names[column])(row)[0] == 2)

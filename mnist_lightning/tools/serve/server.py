@@ -3,8 +3,9 @@
 - ``POST /predict`` with ``{"image": "<base64 PNG or JPEG, a data URL prefix is fine>"}`` answers
   ``{"prediction": 7, "label": "7", "confidence": 0.98, "probabilities": [...]}``. The image is prepared as
   ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.images``).
-- ``GET /`` is the drawing page (``static/draw.html``); ``GET /health`` and ``GET /info`` (the class names)
-  are LitServe's.
+- ``GET /`` is the drawing page (``static/draw.html``), ``GET /favicon.ico`` its icon; ``GET /health`` and
+  ``GET /info`` (the class names) are LitServe's.
+- The body is read as JSON whatever its ``Content-Type`` (``curl -d`` sends a form's).
 - A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
   ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
 
@@ -16,10 +17,12 @@ LitServe runs the network in a worker process and batches concurrent requests (`
 # FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
 import base64
 import binascii
+import errno
 import io
 import json
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from importlib.resources import files
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, ImageOps
 from pydantic import BaseModel, BeforeValidator, WithJsonSchema
 
@@ -42,6 +45,11 @@ from mnist_lightning.tools.export import Predictor, load_exported, load_probabil
 
 MAX_PIXELS = 25_000_000  # larger pictures are refused before they are decoded (memory and time)
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServer.run accepts
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
+    'fill="#4a7bd0"/><path d="M9 8h14l-8 17" fill="none" stroke="#fff" stroke-width="4" '
+    'stroke-linecap="round" stroke-linejoin="round"/></svg>'
+)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -213,14 +221,37 @@ def body_too_large_response(max_request_bytes: int):
     return respond
 
 
+class JsonBody:
+    """ASGI middleware: the body of ``POST /predict`` is read as JSON whatever its Content-Type.
+
+    ``curl -d '{"image": ...}'`` sends ``application/x-www-form-urlencoded``, for which FastAPI would validate
+    the raw bytes ("body: input should be a valid dictionary"); a body that is not JSON still gets a 400.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict":
+            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
 def draw_page(request: Request) -> HTMLResponse:
     return HTMLResponse(
         files("mnist_lightning.tools.serve").joinpath("static/draw.html").read_text(encoding="utf-8")
     )
 
 
+def favicon(request: Request) -> Response:
+    """The page's icon, a white 7 on blue (browsers ask for /favicon.ico; an SVG there is fine)."""
+    return Response(FAVICON, media_type="image/svg+xml")
+
+
 def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServer:
-    """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page.
+    """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page;
+    the body of POST /predict is JSON whatever its Content-Type.
 
     LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
     """
@@ -236,9 +267,30 @@ def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServe
     server.app.add_api_route(
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
+    server.app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
+    server.app.add_middleware(JsonBody)
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
     return server
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (SO_REUSEADDR) and let it go; a UserError saying what to do when
+    that fails, before anything is started or printed (uvicorn would log the error and exit with status 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno == errno.EADDRINUSE:
+            advice = f"another program listens on port {port}: stop it, or choose another --port"
+        elif err.errno == errno.EACCES:
+            advice = "this user may not listen there: choose another --port"
+        else:
+            advice = "this machine has no such address: choose another --host (127.0.0.1: this machine only)"
+        raise UserError(f"cannot listen on {host} port {port} ({reason}); {advice}.") from None
 
 
 def stop_on_signals() -> None:
@@ -295,14 +347,10 @@ def main(args: list[str]) -> None:
     classes = model_source.class_names()
     api = DigitClassifierAPI(model_source, classes, options.max_batch_size, options.batch_timeout)
     server = build_server(api, int(options.max_request_mb * 1_000_000))
+    check_can_listen(options.host, options.port)
     stop_on_signals()
     print(
         f"Serving {model_source.path} at http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True
     )
-    try:
-        server.run(
-            host=options.host, port=options.port, log_level=options.log_level, generate_client_file=False
-        )
-    except OSError as err:  # the port is taken, or the address is not available
-        raise UserError(f"cannot listen on {options.host}:{options.port} ({err.strerror or err}).") from None
+    server.run(host=options.host, port=options.port, log_level=options.log_level, generate_client_file=False)
     print("Server stopped.", file=sys.stderr, flush=True)

@@ -88,7 +88,16 @@ def write_plots(study, sweep_dir: Path) -> list[str]:
     from optuna.trial import TrialState
     from optuna.visualization import matplotlib as plots
 
+    from mnist_lightning.tools.sweep.plots import (
+        plotted_study,
+        short_names,
+        tidy_parallel_coordinate,
+        tidy_slice,
+    )
+
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    names = short_names(list(dict.fromkeys(key for trial in complete for key in trial.params)))
+    plotted = plotted_study(study, names)  # each parameter by its short name (plots.py)
     makers = {
         "optimization_history.png": (plots.plot_optimization_history, 1),
         "param_importances.png": (plots.plot_param_importances, 2),
@@ -104,7 +113,11 @@ def write_plots(study, sweep_dir: Path) -> list[str]:
             continue
         try:
             with silenced():  # ExperimentalWarning: the plots are stable enough for this
-                axes = make(study)
+                axes = make(plotted)
+            if name == "parallel_coordinate.png":
+                tidy_parallel_coordinate(axes, list(names.values()))
+            elif name == "slice.png":
+                tidy_slice(axes, plotted)
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
             figure.savefig(sweep_dir / name, dpi=100, bbox_inches="tight")
             plt.close(figure)

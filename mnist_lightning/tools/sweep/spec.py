@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from mnist_lightning.cli.quiet import silenced
-from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.errors import UserError, first_line, yaml_problem
 
 DEFAULT_METRIC = "val_acc"
 DEFAULT_TRIALS = 20
@@ -99,7 +99,7 @@ def load_sweep_file(path: str | Path) -> SweepSpec:
     except OSError as err:
         raise UserError(f"cannot read the sweep file '{path}': {err.strerror or err}.") from None
     except yaml.YAMLError as err:
-        raise UserError(f"the sweep file '{path}' is not valid YAML: {first_line(err)}") from None
+        raise UserError(f"the sweep file '{path}' is not valid YAML {yaml_problem(err)}.") from None
     where = f"the sweep file '{path}'"
     if not isinstance(content, dict):
         raise UserError(f"{where} must be a mapping with at least 'params'.")
