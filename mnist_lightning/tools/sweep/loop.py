@@ -18,18 +18,10 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_lightning import compat
 from mnist_lightning.cli.lightning_cli import build_cli
+from mnist_lightning.tools.sweep.report import BEST_CKPT, EPOCHS, FIT_SECONDS, RUN_DIR, TEST_ACC
 from mnist_lightning.tools.sweep.spec import SweepSpec, make_sampler
 from mnist_lightning.tools.sweep.storage import RetryTrial, claim, fail_dead_trials
 from mnist_lightning.tools.sweep.trials import BestMetric, TrialCLI, bare_argv
-
-# user attributes of a trial, shown by the report and trials.csv
-RUN_DIR, BEST_CKPT, EPOCHS, FIT_SECONDS, TEST_ACC = (
-    "run_dir",
-    "best_checkpoint",
-    "epochs",
-    "fit_seconds",
-    "test_acc",
-)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from mnist_lightning.errors import first_line
 from mnist_lightning.tools.sweep.spec import SweepSpec
 from mnist_lightning.tools.sweep.storage import retried_from
 
-# user attributes of a trial (written by the sweep's loop)
+# the user attributes the sweep's loop records on each trial, shown by the report and trials.csv
 RUN_DIR, BEST_CKPT, EPOCHS, FIT_SECONDS, TEST_ACC = (
     "run_dir",
     "best_checkpoint",
