@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
@@ -45,6 +46,8 @@ from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lightning.training.checkpoints import CKPT_KEYWORDS, check_architecture, read_checkpoint
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
+# the recipe every command starts from, shipped with the package (configs/default.yaml is the same file)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
@@ -116,7 +119,7 @@ class MNISTLightningCLI(LightningCLI):
         parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
 
     def parse_arguments(self, parser, args) -> None:
-        super().parse_arguments(parser, args)
+        super().parse_arguments(parser, with_default_config(sys.argv[1:] if args is None else args))
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -140,7 +143,7 @@ class MNISTLightningCLI(LightningCLI):
         net = config.model.get("net")
         if isinstance(net, Namespace) and net.get("class_path"):  # a checkpoint of the flat layout's classes
             net.class_path = current_class_path(net.class_path)
-        if self.requested_net is not None and net != self.requested_net:
+        if self.requested_net is not None and describe_net(net) != describe_net(self.requested_net):
             say(
                 f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
                 f"{describe_net(self.requested_net)} the config asked for."
@@ -198,6 +201,15 @@ def _user_error_in(err: BaseException) -> UserError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def with_default_config(args: list[str]) -> list[str]:
+    """``args`` with ``--config DEFAULT_CONFIG`` first, so every command starts from the default recipe and
+    the user's ``--config`` files and options change it. (Not jsonargparse's ``default_config_files``: 4.53
+    drops the class_path of ``model.optimizer`` read from one, its default being a class.)"""
+    args = [str(arg) for arg in args]
+    at = 1 if args[:1] and args[0] in LIGHTNING_COMMANDS else 0
+    return [*args[:at], "--config", str(DEFAULT_CONFIG), *args[at:]]
 
 
 def describe_net(net: Namespace) -> str:
