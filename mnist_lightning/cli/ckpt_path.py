@@ -1,13 +1,18 @@
-"""``--ckpt_path``: the keywords ``last`` and ``best``, and evaluations kept with the run they evaluate."""
+"""``--ckpt_path``: the keywords ``last`` and ``best``, the checkpoint's own data, and evaluations kept with
+the run they evaluate."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 
+from mnist_lightning import schema
 from mnist_lightning.callbacks.run_folder import run_folder_of
-from mnist_lightning.cli.checks import say
+from mnist_lightning.cli.checks import option_values, say
+from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.errors import UserError
 from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
 
@@ -71,3 +76,62 @@ def keep_evaluation_with_its_run(config: Namespace) -> None:
         init_args.save_dir = str(Path(init_args.save_dir) / run.parent.relative_to(log_root))
         init_args.name = ""
     init_args.version = run.name
+
+
+def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dict[str, Any]:
+    """The data settings a checkpoint was trained with, for a run that evaluates or resumes it.
+
+    The checkpoint is the source of truth: its data set (and so its class names), its split and batch
+    settings, and its data folder when that exists, unless ``args`` set them (on the command line or in a
+    ``--config`` file other than the default recipe). Asking for another data set than the checkpoint's is
+    a UserError naming both. Returns the settings of ``config.data`` to change.
+    """
+    trained = checkpoint.get("datamodule_hyper_parameters") or {}
+    given = data_settings_given(args)
+    dataset, data = trained.get("dataset"), config.data
+    if dataset and "dataset" in given and data.dataset != dataset:
+        raise UserError(
+            f"the checkpoint '{config.ckpt_path}' was trained on {dataset}, but {given['dataset']} asks "
+            f"for {data.dataset}; a checkpoint is evaluated (and resumed) on its own data set. Leave "
+            f"data.dataset out to use {dataset}, or train a model on {data.dataset}."
+        )
+    changes = {
+        key: value
+        for key, value in trained.items()
+        if schema.is_hyperparameter(f"data.{key}") and key in data and key not in given and data[key] != value
+    }
+    folder = trained.get("data_dir")
+    if folder and "data_dir" not in given and folder != data.data_dir and Path(folder).is_dir():
+        changes["data_dir"] = folder
+    if {"dataset", "data_dir"} & changes.keys():
+        say(
+            f"The checkpoint was trained on {dataset or data.dataset} (data folder "
+            f"'{changes.get('data_dir', data.data_dir)}'): this run uses the same."
+        )
+    return changes
+
+
+def data_settings_given(args: list[str]) -> dict[str, str]:
+    """The ``data.*`` settings ``args`` give, each with where: ``{"dataset": "--config mine.yaml"}``,
+    ``{"data_dir": "--data.data_dir"}``.
+
+    Looks at ``--data.KEY``, ``--data FILE|YAML`` and the ``data:`` section of ``--config`` files; a config
+    file that is the default recipe (``configs/default.yaml``) sets nothing by choice.
+    """
+    given: dict[str, str] = {}
+    recipe = DEFAULT_CONFIG.read_text()
+    for name, value in option_values(args, "--config") + option_values(args, "--data"):
+        path = Path(value)
+        text = path.read_text() if path.is_file() else value
+        if text == recipe:
+            continue
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # reported by the parser
+        section = content.get("data") if name == "--config" and isinstance(content, dict) else content
+        if isinstance(section, dict):
+            given.update(dict.fromkeys(map(str, section), f"{name} {value}"))
+    for name, _ in option_values(args, "--data."):
+        given[name.removeprefix("--data.").split(".")[0]] = name
+    return given

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import signal
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
@@ -30,10 +29,17 @@ from mnist_lightning.cli.checks import (
 )
 from mnist_lightning.cli.ckpt_path import (
     EVALUATIONS,
+    checkpoint_data,
     keep_evaluation_with_its_run,
     resolve_checkpoint_keyword,
 )
-from mnist_lightning.cli.console import LIGHTNING_COMMANDS, OPTIONS_HINT, exit_with_error, program_name
+from mnist_lightning.cli.console import (
+    DEFAULT_CONFIG,
+    LIGHTNING_COMMANDS,
+    OPTIONS_HINT,
+    exit_with_error,
+    program_name,
+)
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
 from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, ignore_warnings, quiet
 from mnist_lightning.data.datamodule import MNISTDataModule
@@ -46,8 +52,6 @@ from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lightning.training.checkpoints import CKPT_KEYWORDS, check_architecture, read_checkpoint
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
-# the recipe every command starts from, shipped with the package (configs/default.yaml is the same file)
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
@@ -119,7 +123,8 @@ class MNISTLightningCLI(LightningCLI):
         parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
 
     def parse_arguments(self, parser, args) -> None:
-        super().parse_arguments(parser, with_default_config(sys.argv[1:] if args is None else args))
+        args = with_default_config(sys.argv[1:] if args is None else args)
+        super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -137,6 +142,9 @@ class MNISTLightningCLI(LightningCLI):
         if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
             self.checkpoint = read_checkpoint(ckpt_path)
             self.requested_net = copy.deepcopy(config.model.get("net"))
+            data = checkpoint_data(config, self.checkpoint, args)
+            if data:  # parsed as if given, so the links (data.dataset -> num_classes) follow
+                self.config = parser.parse_object({subcommand: {"data": data}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -148,9 +156,6 @@ class MNISTLightningCLI(LightningCLI):
                 f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
                 f"{describe_net(self.requested_net)} the config asked for."
             )
-        trained_on = (self.checkpoint or {}).get("datamodule_hyper_parameters", {}).get("dataset")
-        if trained_on and trained_on != config.data.dataset:
-            say(f"Note: the checkpoint was trained on {trained_on}; this run uses {config.data.dataset}.")
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
 

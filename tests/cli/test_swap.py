@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -178,11 +179,29 @@ def test_the_python_api_writes_the_same_report_files_as_the_command_line(
     )
 
 
-def test_evaluating_on_another_data_set_than_the_checkpoints_says_so(tmp_path, tiny_checkpoint):
-    data = write_mnist(tmp_path / "data", dataset="KMNIST")
-    status, stdout, stderr = run_main(
-        "test", "--config", CONFIG, "--data.dataset=KMNIST", f"--data.data_dir={data}",
-        "--ckpt_path", tiny_checkpoint, cwd=tmp_path,
-    )  # fmt: skip
-    assert status == 0, stderr[-3000:]
-    assert "Note: the checkpoint was trained on MNIST; this run uses KMNIST." in stdout
+def test_evaluations_use_the_checkpoints_own_data_set_split_and_folder(tmp_path):
+    data = write_mnist(tmp_path / "data", dataset="FashionMNIST")
+    checkpoint = fit(tmp_path, data, "--data.dataset=FashionMNIST")
+    classes = list(DATASETS["FashionMNIST"].classes)
+    for subcommand in ("test", "predict", "validate"):  # neither the data set nor its folder given again
+        status, stdout, stderr = run_main(subcommand, "--ckpt_path", checkpoint, cwd=tmp_path)
+        assert status == 0, stderr[-3000:]
+        assert f"trained on FashionMNIST (data folder '{data}'): this run uses the same" in stdout
+    run = checkpoint.parent.parent
+    [report] = run.glob("test/*/report.json")
+    assert list(json.loads(report.read_text())["per_class"]) == classes
+    [predictions] = run.glob("predict/**/predictions.csv")
+    assert {row["label"] for row in csv.DictReader(predictions.open())} <= set(classes)
+    # validated on the 64 images it was chosen on (data.val_size=64 at fit; the recipe says 5000)
+    reported = float(re.search(r"val_acc\s+│?\s*([0-9.]+)", stdout).group(1))
+    assert reported == pytest.approx(float(checkpoint.stem.split("val_acc=")[1]), abs=5e-5)
+
+
+@pytest.mark.parametrize("where", ["--data.dataset=KMNIST", "--config=kmnist.yaml"])
+def test_asking_for_another_data_set_than_the_checkpoints_is_an_error(tmp_path, tiny_checkpoint, where):
+    (tmp_path / "kmnist.yaml").write_text("data:\n  dataset: KMNIST\n")
+    status, _, stderr = run_main("test", where, "--ckpt_path", tiny_checkpoint, cwd=tmp_path)
+    assert status == 2 and stderr.startswith("error: ") and "Traceback" not in stderr, stderr[-3000:]
+    option = where.replace("=", " ") if where.startswith("--config") else "--data.dataset"
+    assert f"was trained on MNIST, but {option} asks for KMNIST" in stderr
+    assert not (tmp_path / "lightning_logs").exists()
