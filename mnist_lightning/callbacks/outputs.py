@@ -8,8 +8,15 @@ from weakref import WeakKeyDictionary
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mnist_lightning import compat
+
 # the folders each Trainer has been told about, so that the callbacks writing into one folder say it once
 _ANNOUNCED: WeakKeyDictionary[L.Trainer, set[Path]] = WeakKeyDictionary()
+
+
+def evaluation_folder(stage: str, ckpt_path: str | None) -> Path:
+    """``<stage>/<checkpoint name>``: where in its run one evaluation of one checkpoint is kept."""
+    return Path(stage, Path(ckpt_path).stem) if ckpt_path else Path(stage)
 
 
 def output_dir(trainer: L.Trainer) -> Path:
@@ -17,20 +24,33 @@ def output_dir(trainer: L.Trainer) -> Path:
     (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path).
 
     The run folder is the logger's ``log_dir`` (the checkpoint's own run when it lives in one, see
-    ``cli/ckpt_path.py``), or ``trainer.default_root_dir`` without a logger. Every rank must ask, since under
-    DDP ``log_dir`` is a broadcast. The first time a run asks for a folder that already holds files, rank 0
-    says that they are replaced.
+    ``cli/ckpt_path.py``), or ``trainer.default_root_dir`` without a logger; a logger with a ``sub_dir`` (the
+    command line's, for an evaluation: its TensorBoard entries beside its files) logs into the folder itself.
+    Every rank must ask, since under DDP ``log_dir`` is a broadcast. The first time a run asks for a folder
+    that already holds files, rank 0 says that they are replaced.
     """
     stage = trainer.state.fn.value if trainer.state.fn is not None else "run"
-    folder = Path(trainer.log_dir or trainer.default_root_dir) / stage
-    if trainer.ckpt_path:
-        folder = folder / Path(trainer.ckpt_path).stem
+    folder = Path(trainer.log_dir or trainer.default_root_dir)
+    if getattr(trainer.logger, "sub_dir", None) is None:
+        folder = folder / evaluation_folder(stage, trainer.ckpt_path)
     announced = _ANNOUNCED.setdefault(trainer, set())
     if folder not in announced:
         announced.add(folder)
-        if trainer.is_global_zero and folder.is_dir() and any(folder.iterdir()):
+        earlier = folder.is_dir() and any(not is_event_file(path) for path in folder.iterdir())
+        if trainer.is_global_zero and earlier:
             print(f"Replacing the earlier {stage} results in {folder}.", flush=True)
     return folder
+
+
+def is_event_file(path: Path) -> bool:
+    """A TensorBoard event file (``events.out.tfevents.*``)."""
+    return path.name.startswith("events.out.tfevents.")
+
+
+def log_step(trainer: L.Trainer) -> int:
+    """The step the run's TensorBoard entries are logged at now: the epoch's metrics, and the pictures with
+    them (for an evaluation of a checkpoint on the command line, the step that checkpoint was saved at)."""
+    return compat.logging_step(trainer)
 
 
 def class_names(trainer: L.Trainer, num_classes: int) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import class_names, output_dir, tensorboard_of
+from mnist_lightning.callbacks.outputs import class_names, log_step, output_dir, tensorboard_of
 
 GALLERY_SIZE = 32
 
@@ -130,4 +130,4 @@ class TestReport(L.Callback):
         print(f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
         tensorboard = tensorboard_of(trainer)
         if tensorboard is not None:
-            report.log_test_report(tensorboard.experiment, drawn, trainer.global_step)
+            report.log_test_report(tensorboard.experiment, drawn, log_step(trainer))

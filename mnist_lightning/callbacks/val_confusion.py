@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import tensorboard_of
+from mnist_lightning.callbacks.outputs import log_step, tensorboard_of
 
 
 class ValConfusionMatrix(L.Callback):
@@ -48,5 +48,5 @@ class ValConfusionMatrix(L.Callback):
 
             pixels = confusion_matrix_pixels(confusion)
             tensorboard_of(trainer).experiment.add_image(
-                "val_confusion_matrix", pixels, trainer.global_step, dataformats="HWC"
+                "val_confusion_matrix", pixels, log_step(trainer), dataformats="HWC"
             )

@@ -138,7 +138,7 @@ class MNISTLightningCLI(LightningCLI):
         resolve_checkpoint_keyword(subcommand, config)
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS:
-            keep_evaluation_with_its_run(config)
+            keep_evaluation_with_its_run(subcommand, config)
         if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
             self.checkpoint = read_checkpoint(ckpt_path)
             self.requested_net = copy.deepcopy(config.model.get("net"))
@@ -180,7 +180,10 @@ class MNISTLightningCLI(LightningCLI):
         bar = trainer.progress_bar_callback
         if type(bar) is TQDMProgressBar:  # Lightning's default: the same bar without v_num
             trainer.callbacks[trainer.callbacks.index(bar)] = ProgressBar()
-        run_folder = RunFolder(tensorboard_hparams(self.config[self.subcommand].as_dict()))
+        hyperparameters = tensorboard_hparams(self.config[self.subcommand].as_dict())
+        if self.subcommand in EVALUATIONS:  # this command's, not those of the run that trained the checkpoint
+            hyperparameters = {k: v for k, v in hyperparameters.items() if k not in ("seed", "max_epochs")}
+        run_folder = RunFolder(hyperparameters)
         run_folder.note_new_folder(trainer)
         trainer.callbacks.insert(0, run_folder)
         check_log_dir(trainer)

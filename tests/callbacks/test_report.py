@@ -153,7 +153,7 @@ def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, 
         with Image.open(run / name) as image:
             assert image.width >= 500 and image.height >= 400
 
-    test_events = tensorboard_events(run.parent.parent)
+    test_events = tensorboard_events(run)  # the evaluation's own TensorBoard run, beside its files
     for name in ("confusion_matrix", "misclassified"):  # TensorBoard shows the very pictures of the files
         [logged] = test_events.Images(f"test_{name}")
         with (
