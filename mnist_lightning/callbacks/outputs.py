@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
@@ -14,14 +16,28 @@ from mnist_lightning import compat
 _ANNOUNCED: WeakKeyDictionary[L.Trainer, set[Path]] = WeakKeyDictionary()
 
 
-def evaluation_folder(stage: str, ckpt_path: str | None) -> Path:
-    """``<stage>/<checkpoint name>``: where in its run one evaluation of one checkpoint is kept."""
-    return Path(stage, Path(ckpt_path).stem) if ckpt_path else Path(stage)
+def evaluation_folder(stage: str, ckpt_path: str | None, predict_path: str | None = None) -> Path:
+    """``<stage>/<checkpoint name>``: where in its run one evaluation of one checkpoint is kept; for
+    ``predict``, one folder further per input (:func:`input_name`)."""
+    folder = Path(stage, Path(ckpt_path).stem) if ckpt_path else Path(stage)
+    return folder / input_name(predict_path) if stage == "predict" else folder
+
+
+def input_name(predict_path: str | None) -> str:
+    """``test_set``, or for image files (``data.predict_path``) the name of the file or folder (of a glob:
+    its folder) and a short hash of its whole path: ``my_digits-3fa2c1``. Each input its own folder."""
+    if predict_path is None:
+        return "test_set"
+    path = Path(predict_path).expanduser().absolute()
+    name = path.parent.name if any(char in path.name for char in "*?[") else path.name
+    readable = re.sub(r"[^\w.-]+", "_", name).strip("_.") or "files"
+    return f"{readable}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
 
 
 def output_dir(trainer: L.Trainer) -> Path:
     """``<run folder>/<stage>/<checkpoint name>/``: the files of one evaluation of one checkpoint
-    (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path).
+    (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path), for ``predict``
+    ``.../<input>/`` (:func:`evaluation_folder`).
 
     The run folder is the logger's ``log_dir`` (the checkpoint's own run when it lives in one, see
     ``cli/ckpt_path.py``), or ``trainer.default_root_dir`` without a logger; a logger with a ``sub_dir`` (the
@@ -32,7 +48,8 @@ def output_dir(trainer: L.Trainer) -> Path:
     stage = trainer.state.fn.value if trainer.state.fn is not None else "run"
     folder = Path(trainer.log_dir or trainer.default_root_dir)
     if getattr(trainer.logger, "sub_dir", None) is None:
-        folder = folder / evaluation_folder(stage, trainer.ckpt_path)
+        inputs = getattr(trainer.datamodule, "predict_path", None)
+        folder = folder / evaluation_folder(stage, trainer.ckpt_path, inputs)
     announced = _ANNOUNCED.setdefault(trainer, set())
     if folder not in announced:
         announced.add(folder)

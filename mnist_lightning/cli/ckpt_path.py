@@ -63,15 +63,16 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
 def keep_evaluation_with_its_run(subcommand: str, config: Namespace) -> None:
     """Evaluating a checkpoint of a run under the log folder (``version_N/checkpoints/``, a sweep's
     ``trial_N/checkpoints/``): log into that run itself, its files and TensorBoard entries in
-    ``<run>/<stage>/<checkpoint>/`` (the logger's ``sub_dir``: a TensorBoard run of its own, beside the
-    training curves without mixing into them). A checkpoint from elsewhere gets a new run folder, as
-    Lightning's logger picks (its own folder may be another project's, or read-only)."""
+    ``<run>/<stage>/<checkpoint>/`` (``predict``: ``.../<input>/``), the logger's ``sub_dir``: a TensorBoard
+    run of its own, beside the training curves without mixing into them. A checkpoint from elsewhere gets a
+    new run folder, as Lightning's logger picks (its own folder may be another project's, or read-only)."""
     logger = config.trainer.get("logger")
     init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
     if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
         return
     if "sub_dir" in init_args and init_args.sub_dir is None:
-        init_args.sub_dir = str(evaluation_folder(subcommand, config.ckpt_path))
+        inputs = config.data.get("predict_path")
+        init_args.sub_dir = str(evaluation_folder(subcommand, config.ckpt_path, inputs))
     run = run_folder_of(config.ckpt_path)
     log_root = Path(init_args.save_dir).resolve()
     if run is None or init_args.get("version") is not None or not run.is_relative_to(log_root):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,27 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
     torch.testing.assert_close(written, probabilities[confident[::3]], atol=0.02, rtol=0)
     assert "05_broken.png: not a readable image (cannot identify image file)" in stderr
     assert "Predicted 12 image files" in stdout
+
+
+def test_each_input_keeps_its_own_predictions(tmp_path, tiny_data, tiny_checkpoint):
+    run = tmp_path / "lightning_logs" / "version_0"
+    shutil.copytree(tiny_checkpoint.parents[1], run)  # a run of this folder: its evaluations go into it
+    images, _ = load_split(tiny_data, train=False)
+    for name, count in (("first", 2), ("second", 3)):
+        (tmp_path / name).mkdir()
+        for index in range(count):
+            Image.fromarray(images[index].numpy()).save(tmp_path / name / f"{index}.png")
+    written = []
+    for inputs in (["--data.predict_path=first"], ["--data.predict_path=second"], []):
+        status, stdout, stderr = run_on_checkpoint(
+            "predict", run / "checkpoints" / tiny_checkpoint.name, f"--data.data_dir={tiny_data}", *inputs,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert status == 0, stderr[-3000:]
+        written.append(tmp_path / re.search(r"predictions written to (\S+)", stdout).group(1))
+    assert [len(list(csv.DictReader(path.open()))) for path in written] == [2, 3, TINY_TEST]  # all kept
+    folders = sorted(path.parent.name for path in run.glob("predict/*/*/predictions.csv"))
+    assert [name.split("-")[0] for name in folders] == ["first", "second", "test_set"]  # none replaced
 
 
 def test_predict_path_that_does_not_exist_is_a_clear_error(tmp_path, tiny_checkpoint):

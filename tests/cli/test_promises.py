@@ -211,7 +211,7 @@ def test_evaluating_a_runs_checkpoint_writes_into_that_run(tmp_path, tiny_data):
     assert "Replacing" not in stdout
     assert (run / "test" / "last" / "confusion_matrix.png").is_file()
     evaluate(tmp_path, "predict", tiny_data, "best")
-    assert len(list(run.glob("predict/epoch=0-val_acc=*/predictions.csv"))) == 1
+    assert len(list(run.glob("predict/epoch=0-val_acc=*/test_set/predictions.csv"))) == 1
     stdout = evaluate(tmp_path, "test", tiny_data, last)
     assert "Replacing the earlier test results in lightning_logs/version_0/test/last." in stdout
     assert sorted(path.name for path in run.parent.iterdir()) == ["version_0"], "no new version_N"

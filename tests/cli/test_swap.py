@@ -168,11 +168,12 @@ def test_the_python_api_writes_the_same_report_files_as_the_command_line(
     )  # fmt: skip
     trainer.test(model, data)
     trainer.predict(model, data)
-    written = sorted(path.name for folder in ("test", "predict") for path in (tmp_path / folder).iterdir())
+    written = sorted(path.name for folder in ("test", "predict") for path in (tmp_path / folder).rglob("*.*"))
     assert written == sorted(
         ["metrics.json", "predictions.csv", "classification_report.txt", "report.json",
          "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"]
     )  # fmt: skip
+    assert (tmp_path / "predict" / "test_set" / "predictions.csv").is_file()
     accuracy = json.loads((tmp_path / "test" / "metrics.json").read_text())["test_acc"]
     assert json.loads((tmp_path / "test" / "report.json").read_text())["accuracy"] == pytest.approx(
         accuracy, abs=1e-6
