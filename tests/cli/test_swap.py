@@ -127,7 +127,8 @@ def test_other_data_sets_bring_their_normalization_class_names_and_report(tmp_pa
     assert status == 0, stderr[-3000:]
     [predictions] = (tmp_path / "lightning_logs").rglob("predictions.csv")
     rows = list(csv.DictReader(predictions.open()))
-    assert all(row["label"] == spec.classes[int(row["prediction"])] for row in rows)
+    assert all(row["predicted_label"] == spec.classes[int(row["predicted_class"])] for row in rows)
+    assert all(row["true_label"] == spec.classes[int(row["true_class"])] for row in rows)
 
 
 def test_the_class_count_reaches_the_network_and_the_metrics_from_the_data_set(
@@ -192,7 +193,7 @@ def test_evaluations_use_the_checkpoints_own_data_set_split_and_folder(tmp_path)
     [report] = run.glob("test/*/report.json")
     assert list(json.loads(report.read_text())["per_class"]) == classes
     [predictions] = run.glob("predict/**/predictions.csv")
-    assert {row["label"] for row in csv.DictReader(predictions.open())} <= set(classes)
+    assert {row["predicted_label"] for row in csv.DictReader(predictions.open())} <= set(classes)
     # validated on the 64 images it was chosen on (data.val_size=64 at fit; the recipe says 5000)
     reported = float(re.search(r"val_acc\s+│?\s*([0-9.]+)", stdout).group(1))
     assert reported == pytest.approx(float(checkpoint.stem.split("val_acc=")[1]), abs=5e-5)
