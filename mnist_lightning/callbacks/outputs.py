@@ -47,7 +47,8 @@ def output_dir(trainer: L.Trainer) -> Path:
     """
     stage = trainer.state.fn.value if trainer.state.fn is not None else "run"
     folder = Path(trainer.log_dir or trainer.default_root_dir)
-    if getattr(trainer.logger, "sub_dir", None) is None:
+    logger = trainer.logger
+    if not (isinstance(logger, TensorBoardLogger) and logger.sub_dir is not None):
         inputs = getattr(trainer.datamodule, "predict_path", None)
         folder = folder / evaluation_folder(stage, trainer.ckpt_path, inputs)
     announced = _ANNOUNCED.setdefault(trainer, set())
@@ -57,6 +58,12 @@ def output_dir(trainer: L.Trainer) -> Path:
         if trainer.is_global_zero and earlier:
             print(f"Replacing the earlier {stage} results in {folder}.", flush=True)
     return folder
+
+
+def writes_files(trainer: L.Trainer) -> bool:
+    """False under ``fast_dev_run``: that smoke test of the pipeline, which Lightning runs without logs and
+    checkpoints, leaves no files at all (the callbacks still print what they would write)."""
+    return not trainer.fast_dev_run
 
 
 def is_event_file(path: Path) -> bool:

@@ -12,7 +12,7 @@ import torch
 import torch.distributed
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from mnist_lightning.callbacks.outputs import class_names, output_dir
+from mnist_lightning.callbacks.outputs import class_names, output_dir, writes_files
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -41,7 +41,7 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1 and torch.distributed.is_initialized():
             shards = [None] * trainer.world_size
             torch.distributed.all_gather_object(shards, (indices, probabilities))
-        folder = output_dir(trainer)
+        folder = output_dir(trainer) if writes_files(trainer) else None
         if not trainer.is_global_zero:
             return
         indices = torch.cat([shard_indices for shard_indices, _ in shards])
@@ -53,7 +53,9 @@ class PredictionWriter(BasePredictionWriter):
         labels = getattr(dataset, "labels", None)  # the test set's true classes (image files have none)
         targets = labels.cpu()[indices.sort().values] if labels is not None and paths is None else None
         classes = class_names(trainer, probabilities.shape[1])
-        path = write_predictions(folder / "predictions.csv", probabilities, paths, classes, targets)
+        path = folder / "predictions.csv" if folder is not None else None
+        if path is not None:
+            write_predictions(path, probabilities, paths, classes, targets)
         print(summary(path, probabilities, paths, classes, targets))
 
 
@@ -63,7 +65,7 @@ def write_predictions(
     files: Sequence[Path] | None,
     classes: Sequence[str],
     targets: torch.Tensor | None = None,
-) -> Path:
+) -> None:
     """One row per input: ``path`` (or the test set's ``index``), ``predicted_class`` (its index),
     ``predicted_label`` (its name), with ``targets`` ``true_class``, ``true_label`` and ``correct`` (1 or 0),
     then ``confidence`` and ``prob_<class index>`` for each class."""
@@ -87,24 +89,24 @@ def write_predictions(
                 [name, prediction, classes[prediction], *true, f"{confidence:.6f}"]
                 + [f"{p:.6f}" for p in probability]
             )
-    return path
 
 
 def summary(
-    path: Path,
+    path: Path | None,
     probabilities: torch.Tensor,
     files: Sequence[Path] | None,
     classes: Sequence[str],
     targets: torch.Tensor | None = None,
     rows: int = 5,
 ) -> str:
-    """A few lines for the terminal: how many, where, how many of each class, the accuracy when the true
-    classes are known, and the first rows."""
+    """A few lines for the terminal: how many, where (``path``; None: nowhere), how many of each class, the
+    accuracy when the true classes are known, and the first rows."""
     confidences, predictions = probabilities.max(dim=1)
     what = "image files" if files is not None else "test images"
     counts = torch.bincount(predictions, minlength=len(classes)).tolist()
     lines = [
-        f"Predicted {len(predictions)} {what}; predictions written to {path}",
+        f"Predicted {len(predictions)} {what}"
+        + (f"; predictions written to {path}" if path is not None else " (fast_dev_run: nothing written)"),
         "Predicted classes: "
         + "  ".join(f"{name}: {count}" for name, count in zip(classes, counts, strict=True)),
     ]
@@ -124,5 +126,7 @@ def summary(
         truth = f", true {classes[int(targets[row])]}" if targets is not None else ""
         lines.append(f"  {name:<{width}}  -> {classes[prediction]}  ({confidence:.1%}{truth})")
     if len(predictions) > rows:
-        lines.append(f"  ... {len(predictions) - rows} more in {path.name}")
+        lines.append(
+            f"  ... {len(predictions) - rows} more" + (f" in {path.name}" if path is not None else "")
+        )
     return "\n".join(lines)

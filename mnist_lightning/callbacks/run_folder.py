@@ -13,7 +13,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from mnist_lightning import compat
-from mnist_lightning.callbacks.outputs import is_event_file, log_step, output_dir, tensorboard_of
+from mnist_lightning.callbacks.outputs import (
+    is_event_file,
+    log_step,
+    output_dir,
+    tensorboard_of,
+    writes_files,
+)
 
 HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ranks runs by
 RUN_FILES = ("hparams.yaml", "summary.json")  # a folder holding one of these is a run's folder
@@ -97,6 +103,8 @@ class RunConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
     def _save_beside_the_files(self, trainer: L.Trainer) -> None:  # once the checkpoint path is known
+        if not writes_files(trainer):
+            return
         folder = output_dir(trainer)
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import json
 import lightning as L
 import torch
 
-from mnist_lightning.callbacks.outputs import output_dir
+from mnist_lightning.callbacks.outputs import output_dir, writes_files
 
 
 class TestMetricsWriter(L.Callback):
@@ -16,6 +16,8 @@ class TestMetricsWriter(L.Callback):
     __test__ = False  # a callback, not a test class for pytest to collect
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not writes_files(trainer):
+            return
         folder = output_dir(trainer)
         if not trainer.is_global_zero:
             return

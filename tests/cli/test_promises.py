@@ -128,19 +128,14 @@ def test_limit_preset_takes_10_training_batches_and_one_evaluation_batch(
     assert seen["test"] == [16]
 
 
-def test_fast_dev_run_preset_runs_one_training_and_one_validation_batch(tmp_path, tiny_data, tiny_checkpoint):
+def test_fast_dev_run_preset_runs_one_batch_of_each_and_writes_no_files(tmp_path, tiny_data, tiny_checkpoint):
     seen = batches(tmp_path, "fit", tiny_data, "fast_dev_run.yaml", "--data.eval_batch_size=16")
     assert seen["train"] == [32] and seen["val"] == [16] and "test" not in seen
-    seen = batches(
-        tmp_path,
-        "test",
-        tiny_data,
-        "fast_dev_run.yaml",
-        "--data.eval_batch_size=16",
-        "--ckpt_path",
-        tiny_checkpoint,
-    )
+    evaluation = ("fast_dev_run.yaml", "--data.eval_batch_size=16", "--ckpt_path", tiny_checkpoint)
+    seen = batches(tmp_path, "test", tiny_data, *evaluation)
     assert seen["test"] == [16]
+    batches(tmp_path, "predict", tiny_data, *evaluation)
+    assert not list(tmp_path.iterdir())  # no summary.json, metrics, report or predictions in the folder
 
 
 def test_overfit_preset_trains_the_same_2_batches_for_30_epochs(tmp_path, tiny_data):
