@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_lightning import compat
+from mnist_lightning.callbacks.progress import tell
 
 # the folders each Trainer has been told about, so that the callbacks writing into one folder say it once
 _ANNOUNCED: WeakKeyDictionary[L.Trainer, set[Path]] = WeakKeyDictionary()
@@ -56,7 +57,7 @@ def output_dir(trainer: L.Trainer) -> Path:
         announced.add(folder)
         earlier = folder.is_dir() and any(not is_event_file(path) for path in folder.iterdir())
         if trainer.is_global_zero and earlier:
-            print(f"Replacing the earlier {stage} results in {folder}.", flush=True)
+            tell(trainer, f"Replacing the earlier {stage} results in {folder}.")
     return folder
 
 

@@ -13,6 +13,7 @@ import torch.distributed
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mnist_lightning.callbacks.outputs import class_names, output_dir, writes_files
+from mnist_lightning.callbacks.progress import tell
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -56,7 +57,7 @@ class PredictionWriter(BasePredictionWriter):
         path = folder / "predictions.csv" if folder is not None else None
         if path is not None:
             write_predictions(path, probabilities, paths, classes, targets)
-        print(summary(path, probabilities, paths, classes, targets))
+        tell(trainer, summary(path, probabilities, paths, classes, targets))
 
 
 def write_predictions(

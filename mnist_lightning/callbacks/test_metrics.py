@@ -8,6 +8,7 @@ import lightning as L
 import torch
 
 from mnist_lightning.callbacks.outputs import output_dir, writes_files
+from mnist_lightning.callbacks.progress import tell
 
 
 class TestMetricsWriter(L.Callback):
@@ -29,4 +30,4 @@ class TestMetricsWriter(L.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "metrics.json"
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        print(f"Test metrics written to {path}")
+        tell(trainer, f"Test metrics written to {path}")

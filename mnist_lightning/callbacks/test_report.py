@@ -11,6 +11,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_lightning.callbacks.outputs import class_names, log_step, output_dir, tensorboard_of, writes_files
+from mnist_lightning.callbacks.progress import tell
 
 GALLERY_SIZE = 32
 
@@ -125,14 +126,13 @@ class TestReport(L.Callback):
 
         classes = class_names(trainer, confusion.shape[0])
         if folder is None:  # fast_dev_run: the numbers, no pictures or files
-            print(
-                report.format_classification_report(report.classification_report(confusion, classes)), end=""
-            )
+            numbers = report.classification_report(confusion, classes)
+            tell(trainer, report.format_classification_report(numbers).rstrip("\n"))
             return
         drawn = report.draw_test_report(confusion, mistakes, classes)
         report.write_test_report(folder, drawn)
-        print(report.format_classification_report(drawn.numbers), end="")
-        print(f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
+        tell(trainer, report.format_classification_report(drawn.numbers).rstrip("\n"))
+        tell(trainer, f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
         tensorboard = tensorboard_of(trainer)
         if tensorboard is not None:
             report.log_test_report(tensorboard.experiment, drawn, log_step(trainer))
