@@ -67,13 +67,6 @@ def set_logging_step(trainer: Any, step: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped = step
 
 
-def checkpoint_logging_step(checkpoint: dict[str, Any]) -> int:
-    """The :func:`logging_step` a checkpoint was saved at (its fit loop's state, else its global step)."""
-    loops = checkpoint.get("loops") or {}
-    state = (loops.get("fit_loop") or {}).get("epoch_loop.state_dict") or {}
-    return int(state.get("_batches_that_stepped", checkpoint.get("global_step", 0)))
-
-
 def tensorboard_event_file(logger: Any) -> str:
     """The event file a TensorBoardLogger writes (tensorboard's ``EventFileWriter._file_name``, 2.x, behind
     torch's ``SummaryWriter.file_writer.event_writer``: no public accessor)."""
