@@ -126,8 +126,10 @@ def data_settings_given(args: list[str]) -> dict[str, str]:
     given: dict[str, str] = {}
     recipe = DEFAULT_CONFIG.read_text()
     for name, value in option_values(args, "--config") + option_values(args, "--data"):
-        path = Path(value)
-        text = path.read_text() if path.is_file() else value
+        try:
+            text = Path(value).read_text() if Path(value).is_file() else value
+        except OSError:  # not a file name (a long YAML value)
+            text = value
         if text == recipe:
             continue
         try:
