@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 .PHONY: fit test lint docs install clean-venv
 
 fit: $(VENV)/.installed
-	$(VENV)/bin/python -m mnist_lightning fit --config configs/default.yaml $(ARGS)
+	$(VENV)/bin/python -m mnist_lightning fit $(ARGS)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)

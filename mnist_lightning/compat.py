@@ -56,10 +56,32 @@ def argument_groups(parser: Any) -> Iterator[tuple[Any, list[Any]]]:
         yield group, group._group_actions
 
 
+def logging_step(trainer: Any) -> int:
+    """The step Lightning logs epoch metrics at (``fit_loop.epoch_loop._batches_that_stepped``, lightning
+    2.6; ``trainer.global_step`` counts optimizer steps, and an evaluation does not restore it)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def set_logging_step(trainer: Any, step: int) -> None:
+    """Log an evaluation's metrics at ``step`` (see :func:`logging_step`), e.g. its checkpoint's."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = step
+
+
+def tensorboard_event_file(logger: Any) -> str:
+    """The event file a TensorBoardLogger writes (tensorboard's ``EventFileWriter._file_name``, 2.x, behind
+    torch's ``SummaryWriter.file_writer.event_writer``: no public accessor)."""
+    return logger.experiment.file_writer.event_writer._file_name
+
+
 def add_hparams_summary(
-    logger: Any, hyperparameters: dict[str, Any], metric_names: tuple[str, ...], step: int
+    logger: Any,
+    hyperparameters: dict[str, Any],
+    metric_names: tuple[str, ...],
+    step: int,
+    experiment: bool = True,
 ):
-    """Write the HPARAMS tab's summary of a run into a TensorBoardLogger's event file.
+    """Write the HPARAMS tab's summary of a run into a TensorBoardLogger's event file; ``experiment=False``
+    leaves out the list of columns (the tab takes the first it finds), for a session in a fit's run.
 
     ``TensorBoardLogger.log_hyperparams(params, metrics)`` writes the same summary, but also logs each
     metric's placeholder value as a real scalar (a ``val_acc_best`` and a ``test_acc`` of 0 at the first
@@ -70,7 +92,8 @@ def add_hparams_summary(
     from torch.utils.tensorboard.summary import hparams
 
     writer = logger.experiment._get_file_writer()
-    for summary in hparams(hyperparameters, dict.fromkeys(metric_names, 0.0)):
+    summaries = hparams(hyperparameters, dict.fromkeys(metric_names, 0.0))  # experiment, session start, end
+    for summary in summaries if experiment else summaries[1:]:
         writer.add_summary(summary, step)
     writer.flush()
 

@@ -102,16 +102,22 @@ def hyperparameters(config: Mapping) -> dict[str, Any]:
     return {key: value for key, value in flatten(config).items() if is_hyperparameter(key)}
 
 
-def tensorboard_hparams(config: Mapping) -> dict[str, Any]:
-    """The run's hyperparameters as TensorBoard's HPARAMS tab lists them, short names and scalar values:
-    ``seed: 42``, ``net: MLP``, ``net.hidden_sizes: [128, 64]``, ``optimizer.lr: 0.001``,
-    ``data.batch_size: 64``, ``max_epochs: 20``; unset values are left out."""
+def short_name(key: str) -> str:
+    """The name a setting is shown by, in TensorBoard's HPARAMS tab and in the ``runs`` table and CSV alike:
+    the option name without ``model.`` and ``init_args``, ``seed`` for ``seed_everything`` and ``max_epochs``
+    for ``trainer.max_epochs``: ``optimizer.lr``, ``label_smoothing``, ``data.batch_size``."""
     renamed = {"seed_everything": "seed", "trainer.max_epochs": "max_epochs"}
+    return renamed.get(key, key.removeprefix("model.").replace(".init_args.", "."))
+
+
+def tensorboard_hparams(config: Mapping) -> dict[str, Any]:
+    """The run's hyperparameters as TensorBoard's HPARAMS tab lists them, short names (:func:`short_name`)
+    and scalar values: ``seed: 42``, ``net: MLP``, ``net.hidden_sizes: [128, 64]``, ``optimizer.lr: 0.001``,
+    ``data.batch_size: 64``, ``max_epochs: 20``; unset values are left out."""
     settings = hyperparameters(config)
     flat: dict[str, Any] = {"seed": settings.pop("seed_everything", None)}
     for key, value in settings.items():
-        name = renamed.get(key, key.removeprefix("model.").replace(".init_args.", "."))
-        _scalars_into(flat, name, value)
+        _scalars_into(flat, short_name(key), value)
     return {key: value for key, value in flat.items() if value is not None}
 
 

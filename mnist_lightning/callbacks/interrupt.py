@@ -14,6 +14,8 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from mnist_lightning.callbacks.progress import tell
+
 SIGNAL_LOG = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
 
 
@@ -50,11 +52,13 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
             self._default_ctrl_c = signal.signal(signal.SIGINT, self._stop_after_this_step)
-            SIGNAL_LOG.addFilter(self._no_sigterm_notice_for_ctrl_c)
+            SIGNAL_LOG.addFilter(self._no_sigterm_notice)
 
-    def _no_sigterm_notice_for_ctrl_c(self, record: logging.LogRecord) -> bool:
-        """Lightning logs "Received SIGTERM: 15" for the SIGTERM that stands in for Ctrl-C: not shown."""
-        return not (self.signal == signal.SIGINT and "Received SIGTERM" in str(record.msg))
+    def _no_sigterm_notice(self, record: logging.LogRecord) -> bool:
+        """Lightning logs "Received SIGTERM: 15" at once, onto the progress bar's line, also for the SIGTERM
+        that stands in for Ctrl-C: not shown; once the step ends, :meth:`on_exception` says what stopped the
+        run, and where its checkpoint is."""
+        return "Received SIGTERM" not in str(record.msg)
 
     def _stop_after_this_step(self, signum: int, frame: Any) -> None:
         self.signal = signal.SIGINT
@@ -62,7 +66,7 @@ class InterruptCheckpoint(Checkpoint):
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM handling stops after this step
 
     def _restore_ctrl_c(self) -> None:
-        SIGNAL_LOG.removeFilter(self._no_sigterm_notice_for_ctrl_c)
+        SIGNAL_LOG.removeFilter(self._no_sigterm_notice)
         if self._default_ctrl_c is not None:
             signal.signal(signal.SIGINT, self._default_ctrl_c)
             self._default_ctrl_c = None
@@ -77,7 +81,7 @@ class InterruptCheckpoint(Checkpoint):
             self.signal = signal.SIGINT
         if threading.current_thread() is threading.main_thread():  # the process is on its way out
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        SIGNAL_LOG.removeFilter(self._no_sigterm_notice_for_ctrl_c)
+        SIGNAL_LOG.removeFilter(self._no_sigterm_notice)
         reason = "Ctrl-C" if self.signal == signal.SIGINT else "SIGTERM"
         if isinstance(exception, KeyboardInterrupt):
             message = (
@@ -94,7 +98,7 @@ class InterruptCheckpoint(Checkpoint):
                 f"--ckpt_path last)."
             )
         if trainer.is_global_zero:
-            print(message, file=sys.stderr, flush=True)
+            tell(trainer, message, file=sys.stderr)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if not self.interrupted:

@@ -2,35 +2,80 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mnist_lightning import compat
+from mnist_lightning.callbacks.progress import tell
+
 # the folders each Trainer has been told about, so that the callbacks writing into one folder say it once
 _ANNOUNCED: WeakKeyDictionary[L.Trainer, set[Path]] = WeakKeyDictionary()
 
 
+def evaluation_folder(stage: str, ckpt_path: str | None, predict_path: str | None = None) -> Path:
+    """``<stage>/<checkpoint name>``: where in its run one evaluation of one checkpoint is kept; for
+    ``predict``, one folder further per input (:func:`input_name`)."""
+    folder = Path(stage, Path(ckpt_path).stem) if ckpt_path else Path(stage)
+    return folder / input_name(predict_path) if stage == "predict" else folder
+
+
+def input_name(predict_path: str | None) -> str:
+    """``test_set``, or for image files (``data.predict_path``) the name of the file or folder (of a glob:
+    its folder) and a short hash of its whole path: ``my_digits-3fa2c1``. Each input its own folder."""
+    if predict_path is None:
+        return "test_set"
+    path = Path(predict_path).expanduser().absolute()
+    name = path.parent.name if any(char in path.name for char in "*?[") else path.name
+    readable = re.sub(r"[^\w.-]+", "_", name).strip("_.") or "files"
+    return f"{readable}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+
+
 def output_dir(trainer: L.Trainer) -> Path:
     """``<run folder>/<stage>/<checkpoint name>/``: the files of one evaluation of one checkpoint
-    (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path).
+    (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path), for ``predict``
+    ``.../<input>/`` (:func:`evaluation_folder`).
 
     The run folder is the logger's ``log_dir`` (the checkpoint's own run when it lives in one, see
-    ``cli/ckpt_path.py``), or ``trainer.default_root_dir`` without a logger. Every rank must ask, since under
-    DDP ``log_dir`` is a broadcast. The first time a run asks for a folder that already holds files, rank 0
-    says that they are replaced.
+    ``cli/ckpt_path.py``), or ``trainer.default_root_dir`` without a logger; a logger with a ``sub_dir`` (the
+    command line's, for an evaluation: its TensorBoard entries beside its files) logs into the folder itself.
+    Every rank must ask, since under DDP ``log_dir`` is a broadcast. The first time a run asks for a folder
+    that already holds files, rank 0 says that they are replaced.
     """
     stage = trainer.state.fn.value if trainer.state.fn is not None else "run"
-    folder = Path(trainer.log_dir or trainer.default_root_dir) / stage
-    if trainer.ckpt_path:
-        folder = folder / Path(trainer.ckpt_path).stem
+    folder = Path(trainer.log_dir or trainer.default_root_dir)
+    logger = trainer.logger
+    if not (isinstance(logger, TensorBoardLogger) and logger.sub_dir is not None):
+        inputs = getattr(trainer.datamodule, "predict_path", None)
+        folder = folder / evaluation_folder(stage, trainer.ckpt_path, inputs)
     announced = _ANNOUNCED.setdefault(trainer, set())
     if folder not in announced:
         announced.add(folder)
-        if trainer.is_global_zero and folder.is_dir() and any(folder.iterdir()):
-            print(f"Replacing the earlier {stage} results in {folder}.", flush=True)
+        earlier = folder.is_dir() and any(not is_event_file(path) for path in folder.iterdir())
+        if trainer.is_global_zero and earlier:
+            tell(trainer, f"Replacing the earlier {stage} results in {folder}.")
     return folder
+
+
+def writes_files(trainer: L.Trainer) -> bool:
+    """False under ``fast_dev_run``: that smoke test of the pipeline, which Lightning runs without logs and
+    checkpoints, leaves no files at all (the callbacks still print what they would write)."""
+    return not trainer.fast_dev_run
+
+
+def is_event_file(path: Path) -> bool:
+    """A TensorBoard event file (``events.out.tfevents.*``)."""
+    return path.name.startswith("events.out.tfevents.")
+
+
+def log_step(trainer: L.Trainer) -> int:
+    """The step the run's TensorBoard entries are logged at now: the epoch's metrics, and the pictures with
+    them (for an evaluation of a checkpoint on the command line, the step that checkpoint was saved at)."""
+    return compat.logging_step(trainer)
 
 
 def class_names(trainer: L.Trainer, num_classes: int) -> tuple[str, ...]:

@@ -170,15 +170,40 @@ def figure_pixels(figure: Figure) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def confusion_matrix_pixels(confusion_matrix: torch.Tensor, cell: int = 16) -> np.ndarray:
-    """The matrix as a bare (H, W, 3) uint8 heat map, rows true class, columns predicted, log-scaled blues.
+def confusion_matrix_pixels(confusion_matrix: torch.Tensor, classes: Sequence[str], title: str) -> np.ndarray:
+    """The matrix as a small labelled (H, W, 3) uint8 picture: a log-scaled heat map with each count in its
+    cell (zeros light grey), the classes along both axes (columns by index, rows by index and name), a title
+    and which axis is which. Drawn with Pillow in milliseconds (the annotated matplotlib figure of the test
+    report takes ~0.3 s): the per-epoch validation image."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    No text, so it takes milliseconds, not the annotated figure's ~0.4 s: the per-epoch validation image.
-    """
-    counts = confusion_matrix.double().cpu()
-    level = torch.log1p(counts) / math.log1p(max(counts.max().item(), 1.0))
-    rgb = colormaps["Blues"](level.numpy())[..., :3]
-    return (np.kron(rgb, np.ones((cell, cell, 1))) * 255).astype(np.uint8)
+    counts = confusion_matrix.to(torch.long).cpu()
+    size = counts.shape[0]
+    font = ImageFont.load_default(size=11)
+    rows = [name if name == str(index) else f"{index} {name}" for index, name in enumerate(classes)]
+    cell = max(24, round(font.getlength(str(int(counts.max())))) + 8)
+    left, top = round(max(map(font.getlength, rows))) + 12, 40
+    caption = "rows: true class, columns: predicted class"
+    width = max(left + size * cell, round(max(map(font.getlength, (title, caption))))) + 10
+    image = Image.new("RGB", (width, top + size * cell + 24), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((5, 5), title, fill="black", font=font)
+    level = torch.log1p(counts.double()) / math.log1p(max(counts.max().item(), 1.0))
+    colours = (colormaps["Blues"](level.numpy())[..., :3] * 255).astype(np.uint8)
+    for column in range(size):
+        x = left + column * cell + cell / 2
+        draw.text((x, top - 4), str(column), fill="black", font=font, anchor="md")
+    for row in range(size):
+        y = top + row * cell
+        draw.text((left - 6, y + cell / 2), rows[row], fill="black", font=font, anchor="rm")
+        for column in range(size):
+            x, count = left + column * cell, int(counts[row, column])
+            fill = tuple(int(channel) for channel in colours[row, column])
+            draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=fill)
+            ink = (190, 190, 190) if count == 0 else "white" if level[row, column] > 0.6 else "black"
+            draw.text((x + cell / 2, y + cell / 2), str(count), fill=ink, font=font, anchor="mm")
+    draw.text((5, top + size * cell + 6), caption, fill=(90, 90, 90), font=font)
+    return np.asarray(image)
 
 
 def _confusion_title(report: dict[str, Any]) -> str:

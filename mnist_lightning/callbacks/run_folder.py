@@ -13,7 +13,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from mnist_lightning import compat
-from mnist_lightning.callbacks.outputs import output_dir, tensorboard_of
+from mnist_lightning.callbacks.outputs import (
+    is_event_file,
+    log_step,
+    output_dir,
+    tensorboard_of,
+    writes_files,
+)
 
 HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ranks runs by
 RUN_FILES = ("hparams.yaml", "summary.json")  # a folder holding one of these is a run's folder
@@ -30,8 +36,11 @@ def run_folder_of(ckpt_path: str) -> Path | None:
 
 
 class RunFolder(L.Callback):
-    """Writes the HPARAMS summary when training starts; removes the run folder of a run that fails before
-    its first training step (or an evaluation that fails) when this run created it."""
+    """A run's TensorBoard entries and folder: the HPARAMS summary when training starts; an evaluation's
+    metrics and pictures at its checkpoint's step, in the evaluation's folder (as the command line
+    configures the logger, see ``cli/ckpt_path.py``), replacing those of the same evaluation before, and a
+    test's HPARAMS session there; the folder of a run that fails before its first training step (or of an
+    evaluation that fails) removed when this run created it."""
 
     def __init__(self, hyperparameters: dict[str, Any]) -> None:
         self.hyperparameters = hyperparameters
@@ -41,6 +50,8 @@ class RunFolder(L.Callback):
         """Called before the run starts (the Trainer creates the logger's folder before any callback hook)."""
         if trainer.loggers and trainer.is_global_zero and trainer.loggers[0].log_dir:
             folder = Path(trainer.loggers[0].log_dir)
+            while not folder.parent.exists():  # the outermost folder this run creates
+                folder = folder.parent
             self.folder = None if folder.exists() else folder
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -48,6 +59,28 @@ class RunFolder(L.Callback):
         if tensorboard is None or not trainer.is_global_zero:
             return
         compat.add_hparams_summary(tensorboard, self.hyperparameters, HPARAMS_METRICS, trainer.global_step)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        tensorboard = tensorboard_of(trainer)
+        if stage == TrainerFn.FITTING or tensorboard is None or tensorboard.sub_dir is None:
+            return
+        output_dir(trainer)  # says whether an earlier evaluation is replaced, before this one writes there
+        if trainer.is_global_zero:  # the data is loaded: the evaluation runs, and replaces the one before
+            current = Path(compat.tensorboard_event_file(tensorboard)).name
+            for path in Path(tensorboard.log_dir).iterdir():
+                if is_event_file(path) and path.name != current:
+                    path.unlink()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # an evaluation logs at the step its checkpoint was saved
+            compat.set_logging_step(trainer, checkpoint.get("global_step", 0))
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        tensorboard = tensorboard_of(trainer)
+        if tensorboard is not None and tensorboard.sub_dir is not None and trainer.is_global_zero:
+            compat.add_hparams_summary(
+                tensorboard, self.hyperparameters, HPARAMS_METRICS, log_step(trainer), experiment=False
+            )
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException):
         trained = trainer.state.fn == TrainerFn.FITTING and trainer.global_step > 0
@@ -70,6 +103,8 @@ class RunConfig(SaveConfigCallback):
             super().setup(trainer, pl_module, stage)
 
     def _save_beside_the_files(self, trainer: L.Trainer) -> None:  # once the checkpoint path is known
+        if not writes_files(trainer):
+            return
         folder = output_dir(trainer)
         if trainer.is_global_zero:
             folder.mkdir(parents=True, exist_ok=True)

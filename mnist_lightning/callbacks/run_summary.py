@@ -16,12 +16,14 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import schema
+from mnist_lightning.callbacks.outputs import writes_files
 
 SUMMARY_FILE = "summary.json"
 
 
 class RunSummary(L.Callback):
-    """Writes ``summary.json`` into the run's folder when ``fit`` ends, however it ends (rank 0).
+    """Writes ``summary.json`` into the run's folder when ``fit`` ends, however it ends (rank 0; not under
+    ``fast_dev_run``).
 
     It holds the data set, the network (class and arguments), optimizer and learning rate, batch size,
     epochs done, the best ``val_acc`` and its checkpoint, the fit wall time and a ``status``: ``finished``,
@@ -60,6 +62,8 @@ class RunSummary(L.Callback):
         self._write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}".strip())
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str = "") -> None:
+        if not writes_files(trainer):
+            return
         folder = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
             return

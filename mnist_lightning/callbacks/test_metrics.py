@@ -7,7 +7,8 @@ import json
 import lightning as L
 import torch
 
-from mnist_lightning.callbacks.outputs import output_dir
+from mnist_lightning.callbacks.outputs import output_dir, writes_files
+from mnist_lightning.callbacks.progress import tell
 
 
 class TestMetricsWriter(L.Callback):
@@ -16,6 +17,8 @@ class TestMetricsWriter(L.Callback):
     __test__ = False  # a callback, not a test class for pytest to collect
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not writes_files(trainer):
+            return
         folder = output_dir(trainer)
         if not trainer.is_global_zero:
             return
@@ -27,4 +30,4 @@ class TestMetricsWriter(L.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "metrics.json"
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-        print(f"Test metrics written to {path}")
+        tell(trainer, f"Test metrics written to {path}")

@@ -10,7 +10,8 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import class_names, output_dir, tensorboard_of
+from mnist_lightning.callbacks.outputs import class_names, log_step, output_dir, tensorboard_of, writes_files
+from mnist_lightning.callbacks.progress import tell
 
 GALLERY_SIZE = 32
 
@@ -116,7 +117,7 @@ class TestReport(L.Callback):
         # compute() gathers from all ranks, so every rank calls it; only rank 0 draws
         confusion, mistakes = self.confusion.compute().cpu(), self.mistakes.compute()
         self.confusion = self.mistakes = None
-        folder = output_dir(trainer)
+        folder = output_dir(trainer) if writes_files(trainer) else None
         if not trainer.is_global_zero:
             return
         from mnist_lightning.callbacks import (
@@ -124,10 +125,14 @@ class TestReport(L.Callback):
         )
 
         classes = class_names(trainer, confusion.shape[0])
+        if folder is None:  # fast_dev_run: the numbers, no pictures or files
+            numbers = report.classification_report(confusion, classes)
+            tell(trainer, report.format_classification_report(numbers).rstrip("\n"))
+            return
         drawn = report.draw_test_report(confusion, mistakes, classes)
         report.write_test_report(folder, drawn)
-        print(report.format_classification_report(drawn.numbers), end="")
-        print(f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
+        tell(trainer, report.format_classification_report(drawn.numbers).rstrip("\n"))
+        tell(trainer, f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
         tensorboard = tensorboard_of(trainer)
         if tensorboard is not None:
-            report.log_test_report(tensorboard.experiment, drawn, trainer.global_step)
+            report.log_test_report(tensorboard.experiment, drawn, log_step(trainer))

@@ -5,17 +5,21 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import tensorboard_of
+from mnist_lightning.callbacks.outputs import class_names, log_step, tensorboard_of
 
 
 class ValConfusionMatrix(L.Callback):
-    """Adds each epoch's validation confusion matrix to TensorBoard as an image (``val_confusion_matrix``).
+    """Adds each epoch's validation confusion matrix to TensorBoard as a labelled image.
 
-    Counted from the logits ``validation_step`` returns, over all devices; drawn by rank 0 as a bare heat map
-    (milliseconds, not the test report's annotated figure), not for the sanity check, and not at all
-    without a TensorBoard logger.
+    Counted from the logits ``validation_step`` returns, over all devices; drawn by rank 0 with the counts,
+    the class names and the accuracy (in milliseconds), not for the sanity check, and not at all without a
+    TensorBoard logger. TensorBoard keeps 10 images of a tag (its ``--samples_per_plugin`` default), so
+    training logs ten epochs per tag, ``val_confusion_matrix/epochs_000-009``, ``.../epochs_010-019``, ...:
+    every epoch's image is kept, each tag's slider going through its ten. ``validate`` logs one,
+    ``val_confusion_matrix``.
     """
 
     def __init__(self) -> None:
@@ -43,10 +47,15 @@ class ValConfusionMatrix(L.Callback):
             return
         confusion = self.confusion.compute()  # gathers from all ranks: every rank calls it
         self.confusion = None
-        if trainer.is_global_zero:
-            from mnist_lightning.callbacks.report_drawing import confusion_matrix_pixels
+        if not trainer.is_global_zero:
+            return
+        from mnist_lightning.callbacks.report_drawing import confusion_matrix_pixels
 
-            pixels = confusion_matrix_pixels(confusion)
-            tensorboard_of(trainer).experiment.add_image(
-                "val_confusion_matrix", pixels, trainer.global_step, dataformats="HWC"
-            )
+        total, right = int(confusion.sum()), int(confusion.trace())
+        title = f"Validation: {right / max(total, 1):.2%} of {total} images right"
+        tag = "val_confusion_matrix"
+        if trainer.state.fn == TrainerFn.FITTING:
+            epoch, first = trainer.current_epoch, trainer.current_epoch // 10 * 10
+            title, tag = f"Epoch {epoch}. {title}", f"{tag}/epochs_{first:03d}-{first + 9:03d}"
+        pixels = confusion_matrix_pixels(confusion, class_names(trainer, confusion.shape[0]), title)
+        tensorboard_of(trainer).experiment.add_image(tag, pixels, log_step(trainer), dataformats="HWC")

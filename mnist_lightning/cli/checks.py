@@ -30,16 +30,35 @@ def check_learning_rate(model_config: Namespace) -> None:
         raise UserError(f"model.optimizer.init_args.lr (the learning rate) must be greater than 0, got {lr}.")
 
 
+def option_values(args: list[str], option: str) -> list[tuple[str, str]]:
+    """Each ``(name, value)`` given as ``--option value`` or ``--option=value`` in ``args``; ``option`` ending
+    in ``.`` stands for every option under it (``--data.`` gives ``--data.dataset`` and the others)."""
+    found = []
+    for index, arg in enumerate(map(str, args)):
+        name, equals, value = arg.partition("=")
+        under = option.endswith(".") and name.startswith(option)
+        if not name.startswith("--") or not (name == option or under):
+            continue
+        if not equals:
+            if index + 1 >= len(args):
+                continue
+            value = str(args[index + 1])
+        found.append((name, value))
+    return found
+
+
+def config_files(args: list[str]) -> list[str]:
+    """The ``--config`` files of ``args``, in order."""
+    return [path for _, path in option_values(args, "--config")]
+
+
 def check_config_files(args: list[str] | None) -> None:
     """A YAML syntax error in a ``--config`` file, reported with that file's name and the line."""
-    args = sys.argv[1:] if args is None else args
-    for index, arg in enumerate(args):
-        path = args[index + 1] if arg == "--config" and index + 1 < len(args) else None
-        path = arg.split("=", 1)[1] if arg.startswith("--config=") else path
-        if path is None or not Path(path).is_file():
-            continue
-        import yaml
+    import yaml
 
+    for path in config_files(sys.argv[1:] if args is None else args):
+        if not Path(path).is_file():
+            continue
         try:
             yaml.safe_load(Path(path).read_text())
         except yaml.YAMLError as err:

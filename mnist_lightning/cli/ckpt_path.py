@@ -1,13 +1,19 @@
-"""``--ckpt_path``: the keywords ``last`` and ``best``, and evaluations kept with the run they evaluate."""
+"""``--ckpt_path``: the keywords ``last`` and ``best``, the checkpoint's own data, and evaluations kept with
+the run they evaluate."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import yaml
 from jsonargparse import Namespace
 
+from mnist_lightning import schema
+from mnist_lightning.callbacks.outputs import evaluation_folder
 from mnist_lightning.callbacks.run_folder import run_folder_of
-from mnist_lightning.cli.checks import say
+from mnist_lightning.cli.checks import option_values, say
+from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.errors import UserError
 from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
 
@@ -54,15 +60,19 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
     config.ckpt_path = str(newest if keyword == "last" else best_checkpoint_of(newest))
 
 
-def keep_evaluation_with_its_run(config: Namespace) -> None:
+def keep_evaluation_with_its_run(subcommand: str, config: Namespace) -> None:
     """Evaluating a checkpoint of a run under the log folder (``version_N/checkpoints/``, a sweep's
-    ``trial_N/checkpoints/``): log into that run itself, so its test metrics sit beside its training curves
-    and its files under ``<run>/<stage>/<checkpoint>/``. A checkpoint from elsewhere gets a new run folder,
-    as Lightning's logger picks (its own folder may be another project's, or read-only)."""
+    ``trial_N/checkpoints/``): log into that run itself, its files and TensorBoard entries in
+    ``<run>/<stage>/<checkpoint>/`` (``predict``: ``.../<input>/``), the logger's ``sub_dir``: a TensorBoard
+    run of its own, beside the training curves without mixing into them. A checkpoint from elsewhere gets a
+    new run folder, as Lightning's logger picks (its own folder may be another project's, or read-only)."""
     logger = config.trainer.get("logger")
     init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
     if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
         return
+    if "sub_dir" in init_args and init_args.sub_dir is None:
+        inputs = config.data.get("predict_path")
+        init_args.sub_dir = str(evaluation_folder(subcommand, config.ckpt_path, inputs))
     run = run_folder_of(config.ckpt_path)
     log_root = Path(init_args.save_dir).resolve()
     if run is None or init_args.get("version") is not None or not run.is_relative_to(log_root):
@@ -71,3 +81,64 @@ def keep_evaluation_with_its_run(config: Namespace) -> None:
         init_args.save_dir = str(Path(init_args.save_dir) / run.parent.relative_to(log_root))
         init_args.name = ""
     init_args.version = run.name
+
+
+def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dict[str, Any]:
+    """The data settings a checkpoint was trained with, for a run that evaluates or resumes it.
+
+    The checkpoint is the source of truth: its data set (and so its class names), its split and batch
+    settings, and its data folder when that exists, unless ``args`` set them (on the command line or in a
+    ``--config`` file other than the default recipe). Asking for another data set than the checkpoint's is
+    a UserError naming both. Returns the settings of ``config.data`` to change.
+    """
+    trained = checkpoint.get("datamodule_hyper_parameters") or {}
+    given = data_settings_given(args)
+    dataset, data = trained.get("dataset"), config.data
+    if dataset and "dataset" in given and data.dataset != dataset:
+        raise UserError(
+            f"the checkpoint '{config.ckpt_path}' was trained on {dataset}, but {given['dataset']} asks "
+            f"for {data.dataset}; a checkpoint is evaluated (and resumed) on its own data set. Leave "
+            f"data.dataset out to use {dataset}, or train a model on {data.dataset}."
+        )
+    changes = {
+        key: value
+        for key, value in trained.items()
+        if schema.is_hyperparameter(f"data.{key}") and key in data and key not in given and data[key] != value
+    }
+    folder = trained.get("data_dir")
+    if folder and "data_dir" not in given and folder != data.data_dir and Path(folder).is_dir():
+        changes["data_dir"] = folder
+    if {"dataset", "data_dir"} & changes.keys():
+        say(
+            f"The checkpoint was trained on {dataset or data.dataset} (data folder "
+            f"'{changes.get('data_dir', data.data_dir)}'): this run uses the same."
+        )
+    return changes
+
+
+def data_settings_given(args: list[str]) -> dict[str, str]:
+    """The ``data.*`` settings ``args`` give, each with where: ``{"dataset": "--config mine.yaml"}``,
+    ``{"data_dir": "--data.data_dir"}``.
+
+    Looks at ``--data.KEY``, ``--data FILE|YAML`` and the ``data:`` section of ``--config`` files; a config
+    file that is the default recipe (``configs/default.yaml``) sets nothing by choice.
+    """
+    given: dict[str, str] = {}
+    recipe = DEFAULT_CONFIG.read_text()
+    for name, value in option_values(args, "--config") + option_values(args, "--data"):
+        try:
+            text = Path(value).read_text() if Path(value).is_file() else value
+        except OSError:  # not a file name (a long YAML value)
+            text = value
+        if text == recipe:
+            continue
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue  # reported by the parser
+        section = content.get("data") if name == "--config" and isinstance(content, dict) else content
+        if isinstance(section, dict):
+            given.update(dict.fromkeys(map(str, section), f"{name} {value}"))
+    for name, _ in option_values(args, "--data."):
+        given[name.removeprefix("--data.").split(".")[0]] = name
+    return given

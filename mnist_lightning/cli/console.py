@@ -18,6 +18,8 @@ from typing import NoReturn
 from mnist_lightning.errors import UserError
 
 OPTIONS_HINT = "(run with --help to list the accepted options)"
+# the recipe every Lightning command starts from, shipped with the package (configs/default.yaml is a copy)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 # the LightningCLI subcommands (cli/lightning_cli.py), with what each does here, in whole sentences
 # (Lightning's own, the first lines of Trainer methods' docstrings, stop mid-sentence for test and predict)
 LIGHTNING_COMMANDS = {

@@ -30,10 +30,17 @@ from mnist_lightning.cli.checks import (
 )
 from mnist_lightning.cli.ckpt_path import (
     EVALUATIONS,
+    checkpoint_data,
     keep_evaluation_with_its_run,
     resolve_checkpoint_keyword,
 )
-from mnist_lightning.cli.console import LIGHTNING_COMMANDS, OPTIONS_HINT, exit_with_error, program_name
+from mnist_lightning.cli.console import (
+    DEFAULT_CONFIG,
+    LIGHTNING_COMMANDS,
+    OPTIONS_HINT,
+    exit_with_error,
+    program_name,
+)
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
 from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, ignore_warnings, quiet
 from mnist_lightning.data.datamodule import MNISTDataModule
@@ -131,6 +138,7 @@ class MNISTLightningCLI(LightningCLI):
         parser.link_arguments("data.dataset", "model.net.init_args.num_classes", compute_fn=num_classes_of)
 
     def parse_arguments(self, parser, args) -> None:
+        args = with_default_config(sys.argv[1:] if args is None else args)
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         if not subcommand:
@@ -145,24 +153,24 @@ class MNISTLightningCLI(LightningCLI):
         resolve_checkpoint_keyword(subcommand, config)
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS:
-            keep_evaluation_with_its_run(config)
+            keep_evaluation_with_its_run(subcommand, config)
         if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
             self.checkpoint = read_checkpoint(ckpt_path)
             self.requested_net = copy.deepcopy(config.model.get("net"))
+            data = checkpoint_data(config, self.checkpoint, args)
+            if data:  # parsed as if given, so the links (data.dataset -> num_classes) follow
+                self.config = parser.parse_object({subcommand: {"data": data}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
         net = config.model.get("net")
         if isinstance(net, Namespace) and net.get("class_path"):  # a checkpoint of the flat layout's classes
             net.class_path = current_class_path(net.class_path)
-        if self.requested_net is not None and net != self.requested_net:
+        if self.requested_net is not None and describe_net(net) != describe_net(self.requested_net):
             say(
                 f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
                 f"{describe_net(self.requested_net)} the config asked for."
             )
-        trained_on = (self.checkpoint or {}).get("datamodule_hyper_parameters", {}).get("dataset")
-        if trained_on and trained_on != config.data.dataset:
-            say(f"Note: the checkpoint was trained on {trained_on}; this run uses {config.data.dataset}.")
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
 
@@ -187,7 +195,10 @@ class MNISTLightningCLI(LightningCLI):
         bar = trainer.progress_bar_callback
         if type(bar) is TQDMProgressBar:  # Lightning's default: the same bar without v_num
             trainer.callbacks[trainer.callbacks.index(bar)] = ProgressBar()
-        run_folder = RunFolder(tensorboard_hparams(self.config[self.subcommand].as_dict()))
+        hyperparameters = tensorboard_hparams(self.config[self.subcommand].as_dict())
+        if self.subcommand in EVALUATIONS:  # this command's, not those of the run that trained the checkpoint
+            hyperparameters = {k: v for k, v in hyperparameters.items() if k not in ("seed", "max_epochs")}
+        run_folder = RunFolder(hyperparameters)
         run_folder.note_new_folder(trainer)
         trainer.callbacks.insert(0, run_folder)
         check_log_dir(trainer)
@@ -213,6 +224,15 @@ def _user_error_in(err: BaseException) -> UserError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def with_default_config(args: list[str]) -> list[str]:
+    """``args`` with ``--config DEFAULT_CONFIG`` first, so every command starts from the default recipe and
+    the user's ``--config`` files and options change it. (Not jsonargparse's ``default_config_files``: 4.53
+    drops the class_path of ``model.optimizer`` read from one, its default being a class.)"""
+    args = [str(arg) for arg in args]
+    at = 1 if args[:1] and args[0] in LIGHTNING_COMMANDS else 0
+    return [*args[:at], "--config", str(DEFAULT_CONFIG), *args[at:]]
 
 
 def describe_net(net: Namespace) -> str:

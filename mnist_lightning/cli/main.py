@@ -27,9 +27,9 @@ def usage() -> str:
         "commands:",
         *(f"  {name:<{width}}  {text}" for name, text in commands.items()),
         "",
-        f"{program} COMMAND --help lists a command's options. fit, validate, test and predict take",
-        "YAML configs (--config configs/default.yaml; later ones override earlier ones) and print the",
-        "resolved configuration with --print_config.",
+        f"{program} COMMAND --help lists a command's options. fit, validate, test and predict start",
+        "from the default recipe (configs/default.yaml), change it with YAML configs (--config FILE; later",
+        "ones override earlier ones) and options, and print the result with --print_config.",
     ]
     return "\n".join(lines)
 

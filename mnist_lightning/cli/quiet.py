@@ -24,8 +24,12 @@ IRRELEVANT_WARNINGS = (
     # ShardedBatchSampler never drops a sample, so the warning does not apply
     (r"You are using a custom batch sampler `ShardedBatchSampler`", r"lightning\.pytorch\."),
 )
-# evaluating a checkpoint: its ModelCheckpoint's "best" bookkeeping is not used, so its folder does not matter
-EVALUATION_WARNINGS = ((r"The dirpath has changed from", r"lightning\.pytorch\.callbacks\.model_checkpoint"),)
+# evaluating a checkpoint: its ModelCheckpoint's "best" bookkeeping is not used, so neither its folder nor
+# whether the evaluation's callbacks are those that wrote it matter
+EVALUATION_WARNINGS = (
+    (r"The dirpath has changed from", r"lightning\.pytorch\.callbacks\.model_checkpoint"),
+    (r"Be aware that when using `ckpt_path`, callbacks used to create", r"lightning\.pytorch\.trainer\.call"),
+)
 # torch.export.save (torch 2.14) of a network with channels_last weights (ConvNet): a weight that is not
 # contiguous never counts as "complete", so torch warns and writes the weight's whole storage, with its
 # strides and offset, which torch.export.load reads back as it was. The caveat ("when your weights are not
@@ -43,9 +47,8 @@ class _DropRecords(logging.Filter):
         return not str(record.msg).startswith(self.prefixes)
 
 
-ADVERT = _DropRecords(
-    "💡 Tip: For seamless cloud logging"
-)  # an advert for a logger this project does not use
+# adverts for a logger and a model registry this project does not use
+ADVERT = _DropRecords("💡 Tip: For seamless cloud logging", "💡 Tip: For seamless cloud uploads")
 
 
 def ignore_warnings(rules: tuple[tuple[str, str], ...]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def read_predictions(stdout: str, cwd: Path) -> list[dict[str, str]]:
 
 def assert_rows_match(rows: list[dict[str, str]], expected: torch.Tensor) -> None:
     assert len(rows) == len(expected)
-    assert [int(row["prediction"]) for row in rows] == expected.argmax(dim=1).tolist()
+    assert [int(row["predicted_class"]) for row in rows] == expected.argmax(dim=1).tolist()
     written = torch.tensor([[float(row[name]) for name in PROBABILITIES] for row in rows])
     torch.testing.assert_close(written, expected, atol=2e-6, rtol=0)
     assert [float(row["confidence"]) for row in rows] == [
@@ -51,11 +52,20 @@ def test_predict_without_a_path_predicts_the_test_set_in_order(tmp_path, tiny_da
     )
     assert status == 0, stderr[-3000:]
     rows = read_predictions(stdout, tmp_path)
-    assert list(rows[0]) == ["index", "prediction", "label", "confidence", *PROBABILITIES]
+    assert list(rows[0]) == [
+        "index", "predicted_class", "predicted_label", "true_class", "true_label", "correct", "confidence",
+        *PROBABILITIES,
+    ]  # fmt: skip
     assert [int(row["index"]) for row in rows] == list(range(TINY_TEST))
-    assert_rows_match(rows, model_outputs(tiny_checkpoint, load_split(tiny_data, train=False)[0]))
+    images, labels = load_split(tiny_data, train=False)
+    assert_rows_match(rows, model_outputs(tiny_checkpoint, images))
+    assert [int(row["true_class"]) for row in rows] == labels.tolist()
+    assert all(row["true_label"] == row["true_class"] for row in rows)  # the digits' names
+    correct = [int(row["correct"]) for row in rows]
+    assert correct == [int(row["predicted_class"] == row["true_class"]) for row in rows]
     assert f"Predicted {TINY_TEST} test images" in stdout
     assert "Predicted classes: 0: " in stdout
+    assert f"Accuracy: {sum(correct) / TINY_TEST:.2%} ({TINY_TEST - sum(correct)} of {TINY_TEST}" in stdout
 
 
 @pytest.mark.slow  # whole processes
@@ -117,15 +127,36 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
     )  # fmt: skip
     assert status == 0, stderr[-3000:]
     rows = read_predictions(stdout, tmp_path)
-    assert list(rows[0]) == ["path", "prediction", "label", "confidence", *PROBABILITIES]
+    assert list(rows[0]) == ["path", "predicted_class", "predicted_label", "confidence", *PROBABILITIES]
     readable = sorted(path.name for path in folder.iterdir() if path.name != "05_broken.png")
     assert [Path(row["path"]).name for row in rows] == readable  # in the order of the names
-    assert [int(row["prediction"]) for row in rows] == probabilities[confident].argmax(dim=1).tolist()
+    assert [int(row["predicted_class"]) for row in rows] == probabilities[confident].argmax(dim=1).tolist()
     plain = [row for row in rows if "plain" in row["path"]]
     written = torch.tensor([[float(row[name]) for name in PROBABILITIES] for row in plain])
     torch.testing.assert_close(written, probabilities[confident[::3]], atol=0.02, rtol=0)
     assert "05_broken.png: not a readable image (cannot identify image file)" in stderr
     assert "Predicted 12 image files" in stdout
+
+
+def test_each_input_keeps_its_own_predictions(tmp_path, tiny_data, tiny_checkpoint):
+    run = tmp_path / "lightning_logs" / "version_0"
+    shutil.copytree(tiny_checkpoint.parents[1], run)  # a run of this folder: its evaluations go into it
+    images, _ = load_split(tiny_data, train=False)
+    for name, count in (("first", 2), ("second", 3)):
+        (tmp_path / name).mkdir()
+        for index in range(count):
+            Image.fromarray(images[index].numpy()).save(tmp_path / name / f"{index}.png")
+    written = []
+    for inputs in (["--data.predict_path=first"], ["--data.predict_path=second"], []):
+        status, stdout, stderr = run_on_checkpoint(
+            "predict", run / "checkpoints" / tiny_checkpoint.name, f"--data.data_dir={tiny_data}", *inputs,
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert status == 0, stderr[-3000:]
+        written.append(tmp_path / re.search(r"predictions written to (\S+)", stdout).group(1))
+    assert [len(list(csv.DictReader(path.open()))) for path in written] == [2, 3, TINY_TEST]  # all kept
+    folders = sorted(path.parent.name for path in run.glob("predict/*/*/predictions.csv"))
+    assert [name.split("-")[0] for name in folders] == ["first", "second", "test_set"]  # none replaced
 
 
 def test_predict_path_that_does_not_exist_is_a_clear_error(tmp_path, tiny_checkpoint):

@@ -28,8 +28,9 @@ from mnist_lightning.callbacks.report_drawing import (
 )
 from mnist_lightning.callbacks.test_report import MostConfidentMistakes
 
+from helpers.commands import QUICK
 from helpers.idx import TINY_TEST
-from helpers.inprocess import run_on_checkpoint
+from helpers.inprocess import run_main, run_on_checkpoint
 
 DIGITS = [str(digit) for digit in range(10)]
 
@@ -153,7 +154,7 @@ def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, 
         with Image.open(run / name) as image:
             assert image.width >= 500 and image.height >= 400
 
-    test_events = tensorboard_events(run.parent.parent)
+    test_events = tensorboard_events(run)  # the evaluation's own TensorBoard run, beside its files
     for name in ("confusion_matrix", "misclassified"):  # TensorBoard shows the very pictures of the files
         [logged] = test_events.Images(f"test_{name}")
         with (
@@ -163,7 +164,33 @@ def test_cli_test_report_files_agree_with_each_other_and_metrics_json(tmp_path, 
             assert np.array_equal(np.asarray(written.convert("RGB")), np.asarray(shown.convert("RGB")))
     assert any(tag.startswith("test_classification_report") for tag in test_events.Tags()["tensors"])
     fit_events = tensorboard_events(tiny_checkpoint.parents[1])
-    assert len(fit_events.Images("val_confusion_matrix")) == 1  # one per epoch, none for the sanity check
+    assert len(fit_events.Images("val_confusion_matrix/epochs_000-009")) == 1  # none for the sanity check
+
+
+def test_every_epochs_validation_confusion_matrix_is_kept_and_labelled(tmp_path, tiny_data):
+    from tensorboard.backend.event_processing.data_ingester import DEFAULT_TENSOR_SIZE_GUIDANCE
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.image.metadata import PLUGIN_NAME
+
+    epochs = 12
+    status, _, stderr = run_main(
+        "fit", f"--data.data_dir={tiny_data}", *QUICK, f"--trainer.max_epochs={epochs}",
+        "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1", cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    # as many images of a tag as the TensorBoard server keeps by default (10)
+    kept = {"images": DEFAULT_TENSOR_SIZE_GUIDANCE[PLUGIN_NAME]}
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_0"), size_guidance=kept)
+    events.Reload()
+    tags = [tag for tag in events.Tags()["images"] if tag.startswith("val_confusion_matrix")]
+    assert tags == ["val_confusion_matrix/epochs_000-009", "val_confusion_matrix/epochs_010-019"]
+    images = [image for tag in tags for image in events.Images(tag)]
+    steps = [scalar.step for scalar in events.Scalars("val_acc")]
+    assert len(steps) == epochs and [image.step for image in images] == steps  # every epoch, beside val_acc
+    with Image.open(io.BytesIO(images[-1].encoded_image_string)) as picture:
+        pixels = np.asarray(picture.convert("RGB"))
+    assert picture.width > 10 * 24 and picture.height > 10 * 24
+    assert (pixels.max(axis=2) < 60).sum() > 500  # black text: labels, counts and the title
 
 
 def tensorboard_events(run: Path):

@@ -208,9 +208,9 @@ def test_validate_and_predict_with_ckpt_path_best_use_the_newest_runs_best_check
     for subcommand in ("validate", "predict"):
         status, _, stderr = run_main(subcommand, *args, cwd=tmp_path)
         assert status == 0, stderr[-3000:]
-        config = yaml.safe_load((run / subcommand / Path(best).stem / "config.yaml").read_text())
-        assert config["ckpt_path"] == str(best)
-    assert (run / "predict" / Path(best).stem / "predictions.csv").is_file()
+        folder = run / subcommand / Path(best).stem / ("test_set" if subcommand == "predict" else "")
+        assert yaml.safe_load((folder / "config.yaml").read_text())["ckpt_path"] == str(best)
+    assert (run / "predict" / Path(best).stem / "test_set" / "predictions.csv").is_file()
 
 
 def test_fast_config_trains_with_a_one_cycle_rate_stepped_per_batch(tmp_path, tiny_data):

@@ -1,4 +1,4 @@
-"""The device presets in configs/: each composes with the default config by repeating --config."""
+"""The default recipe every command starts from, and the device presets in configs/ on top of it."""
 
 from __future__ import annotations
 
@@ -30,3 +30,28 @@ def test_preset_overrides_the_devices_and_keeps_the_recipe(tmp_path, preset, tra
     )
     assert config["model"]["optimizer"]["init_args"]["lr"] == 0.001
     assert config["trainer"]["use_distributed_sampler"] is False  # the data module shards exactly itself
+
+
+def test_every_command_starts_from_the_default_recipe_shipped_with_the_package(tmp_path):
+    status, stdout, stderr = run_main("fit", "--print_config", cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    config = yaml.safe_load(stdout)
+    assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
+    callbacks = [callback["class_path"] for callback in config["trainer"]["callbacks"]]
+    assert "mnist_lightning.callbacks.TestReport" in callbacks and len(callbacks) == 7
+    assert config["trainer"]["max_epochs"] == 20 and config["seed_everything"] == 42
+    assert (CONFIG.parent.parent / "mnist_lightning" / "configs" / "default.yaml").read_text() == (
+        CONFIG.read_text()
+    ), "configs/default.yaml is the packaged recipe, for users to read and to pass as --config"
+
+
+def test_a_checkpoint_is_tested_without_a_config_quietly(tmp_path, tiny_data, tiny_checkpoint):
+    status, stdout, stderr = run_main(
+        "test", "--ckpt_path", tiny_checkpoint, f"--data.data_dir={tiny_data}", cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    [run] = (tmp_path / "lightning_logs").iterdir()
+    evaluation = run / "test" / tiny_checkpoint.stem
+    assert (evaluation / "metrics.json").is_file() and (evaluation / "confusion_matrix.png").is_file()
+    noise = ("No seed found", "litmodels", "callbacks used to create the checkpoint", "is used instead of")
+    assert not [line for line in (stdout + stderr).splitlines() if any(text in line for text in noise)]

@@ -4,6 +4,7 @@ presets' batch counts, a resumed epoch's metrics, evaluations kept with their ru
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import re
 import shutil
@@ -70,7 +71,14 @@ def test_hparams_tab_lists_each_run_with_val_acc_best_and_test_acc(tmp_path, tin
         experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
         assert [info.name.tag for info in experiment.metric_infos] == ["val_acc_best", "test_acc"]
         assert events.Scalars("val_acc_best")  # the values the tab shows
-    assert len(events_of(tmp_path / "lightning_logs" / "version_0").Scalars("test_acc")) == 1
+    # the test of version_0's last checkpoint: a session of its own, beside the fit's, with its test_acc
+    evaluation = events_of(tmp_path / "lightning_logs" / "version_0" / "test" / "last")
+    content = evaluation.PluginTagToContent("hparams")
+    assert "_hparams_/experiment" not in content  # the fit's list of columns stays the tab's
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["optimizer.lr"].number_value == pytest.approx(0.001) and "seed" not in hparams
+    assert [event.step for event in evaluation.Scalars("test_acc")] == [4]
 
 
 # ---- the presets do what the README says --------------------------------------------------------------
@@ -120,19 +128,14 @@ def test_limit_preset_takes_10_training_batches_and_one_evaluation_batch(
     assert seen["test"] == [16]
 
 
-def test_fast_dev_run_preset_runs_one_training_and_one_validation_batch(tmp_path, tiny_data, tiny_checkpoint):
+def test_fast_dev_run_preset_runs_one_batch_of_each_and_writes_no_files(tmp_path, tiny_data, tiny_checkpoint):
     seen = batches(tmp_path, "fit", tiny_data, "fast_dev_run.yaml", "--data.eval_batch_size=16")
     assert seen["train"] == [32] and seen["val"] == [16] and "test" not in seen
-    seen = batches(
-        tmp_path,
-        "test",
-        tiny_data,
-        "fast_dev_run.yaml",
-        "--data.eval_batch_size=16",
-        "--ckpt_path",
-        tiny_checkpoint,
-    )
+    evaluation = ("fast_dev_run.yaml", "--data.eval_batch_size=16", "--ckpt_path", tiny_checkpoint)
+    seen = batches(tmp_path, "test", tiny_data, *evaluation)
     assert seen["test"] == [16]
+    batches(tmp_path, "predict", tiny_data, *evaluation)
+    assert not list(tmp_path.iterdir())  # no summary.json, metrics, report or predictions in the folder
 
 
 def test_overfit_preset_trains_the_same_2_batches_for_30_epochs(tmp_path, tiny_data):
@@ -200,14 +203,19 @@ def test_evaluating_a_runs_checkpoint_writes_into_that_run(tmp_path, tiny_data):
     last = run / "checkpoints" / "last.ckpt"
     stdout = evaluate(tmp_path, "test", tiny_data, last)
     assert "Test metrics written to lightning_logs/version_0/test/last/metrics.json" in stdout
+    assert "Replacing" not in stdout
     assert (run / "test" / "last" / "confusion_matrix.png").is_file()
     evaluate(tmp_path, "predict", tiny_data, "best")
-    assert len(list(run.glob("predict/epoch=0-val_acc=*/predictions.csv"))) == 1
+    assert len(list(run.glob("predict/epoch=0-val_acc=*/test_set/predictions.csv"))) == 1
     stdout = evaluate(tmp_path, "test", tiny_data, last)
     assert "Replacing the earlier test results in lightning_logs/version_0/test/last." in stdout
     assert sorted(path.name for path in run.parent.iterdir()) == ["version_0"], "no new version_N"
-    events = events_of(run)  # the test metrics beside the training curves
-    assert len(events.Scalars("test_acc")) == 2 and events.Scalars("train_loss")
+    # TensorBoard agrees with the files: one test_acc, the newest, at the step last.ckpt was saved (4
+    # batches), in a TensorBoard run of its own beside the training curves, which it leaves alone
+    metrics = json.loads((run / "test" / "last" / "metrics.json").read_text())
+    [point] = events_of(run / "test" / "last").Scalars("test_acc")
+    assert (point.step, point.value) == (4, pytest.approx(metrics["test_acc"]))
+    assert "test_acc" not in events_of(run).Tags()["scalars"] and events_of(run).Scalars("train_loss")
     assert "ckpt_path: null" in (run / "config.yaml").read_text(), "the fit's config, re-runnable"
     assert f"ckpt_path: {last}" in (run / "test" / "last" / "config.yaml").read_text()
 
@@ -221,7 +229,7 @@ def test_evaluating_a_checkpoint_of_a_run_deeper_in_the_log_folder_writes_into_t
     assert "Test metrics written to lightning_logs/sweeps/mine/trial_3/test/last/metrics.json" in stdout
     assert (trial / "test" / "last" / "metrics.json").is_file()
     assert sorted(path.name for path in (tmp_path / "lightning_logs").iterdir()) == ["sweeps"], "no version_N"
-    assert len(events_of(trial).Scalars("test_acc")) == 1
+    assert len(events_of(trial / "test" / "last").Scalars("test_acc")) == 1
 
 
 def test_a_checkpoint_from_elsewhere_gets_a_new_run_and_without_a_logger_no_file_lands_in_cwd(

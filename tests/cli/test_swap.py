@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -126,7 +127,8 @@ def test_other_data_sets_bring_their_normalization_class_names_and_report(tmp_pa
     assert status == 0, stderr[-3000:]
     [predictions] = (tmp_path / "lightning_logs").rglob("predictions.csv")
     rows = list(csv.DictReader(predictions.open()))
-    assert all(row["label"] == spec.classes[int(row["prediction"])] for row in rows)
+    assert all(row["predicted_label"] == spec.classes[int(row["predicted_class"])] for row in rows)
+    assert all(row["true_label"] == spec.classes[int(row["true_class"])] for row in rows)
 
 
 def test_the_class_count_reaches_the_network_and_the_metrics_from_the_data_set(
@@ -167,22 +169,41 @@ def test_the_python_api_writes_the_same_report_files_as_the_command_line(
     )  # fmt: skip
     trainer.test(model, data)
     trainer.predict(model, data)
-    written = sorted(path.name for folder in ("test", "predict") for path in (tmp_path / folder).iterdir())
+    written = sorted(path.name for folder in ("test", "predict") for path in (tmp_path / folder).rglob("*.*"))
     assert written == sorted(
         ["metrics.json", "predictions.csv", "classification_report.txt", "report.json",
          "confusion_matrix.csv", "confusion_matrix.png", "misclassified.png"]
     )  # fmt: skip
+    assert (tmp_path / "predict" / "test_set" / "predictions.csv").is_file()
     accuracy = json.loads((tmp_path / "test" / "metrics.json").read_text())["test_acc"]
     assert json.loads((tmp_path / "test" / "report.json").read_text())["accuracy"] == pytest.approx(
         accuracy, abs=1e-6
     )
 
 
-def test_evaluating_on_another_data_set_than_the_checkpoints_says_so(tmp_path, tiny_checkpoint):
-    data = write_mnist(tmp_path / "data", dataset="KMNIST")
-    status, stdout, stderr = run_main(
-        "test", "--config", CONFIG, "--data.dataset=KMNIST", f"--data.data_dir={data}",
-        "--ckpt_path", tiny_checkpoint, cwd=tmp_path,
-    )  # fmt: skip
-    assert status == 0, stderr[-3000:]
-    assert "Note: the checkpoint was trained on MNIST; this run uses KMNIST." in stdout
+def test_evaluations_use_the_checkpoints_own_data_set_split_and_folder(tmp_path):
+    data = write_mnist(tmp_path / "data", dataset="FashionMNIST")
+    checkpoint = fit(tmp_path, data, "--data.dataset=FashionMNIST")
+    classes = list(DATASETS["FashionMNIST"].classes)
+    for subcommand in ("test", "predict", "validate"):  # neither the data set nor its folder given again
+        status, stdout, stderr = run_main(subcommand, "--ckpt_path", checkpoint, cwd=tmp_path)
+        assert status == 0, stderr[-3000:]
+        assert f"trained on FashionMNIST (data folder '{data}'): this run uses the same" in stdout
+    run = checkpoint.parent.parent
+    [report] = run.glob("test/*/report.json")
+    assert list(json.loads(report.read_text())["per_class"]) == classes
+    [predictions] = run.glob("predict/**/predictions.csv")
+    assert {row["predicted_label"] for row in csv.DictReader(predictions.open())} <= set(classes)
+    # validated on the 64 images it was chosen on (data.val_size=64 at fit; the recipe says 5000)
+    reported = float(re.search(r"val_acc\s+│?\s*([0-9.]+)", stdout).group(1))
+    assert reported == pytest.approx(float(checkpoint.stem.split("val_acc=")[1]), abs=5e-5)
+
+
+@pytest.mark.parametrize("where", ["--data.dataset=KMNIST", "--config=kmnist.yaml"])
+def test_asking_for_another_data_set_than_the_checkpoints_is_an_error(tmp_path, tiny_checkpoint, where):
+    (tmp_path / "kmnist.yaml").write_text("data:\n  dataset: KMNIST\n")
+    status, _, stderr = run_main("test", where, "--ckpt_path", tiny_checkpoint, cwd=tmp_path)
+    assert status == 2 and stderr.startswith("error: ") and "Traceback" not in stderr, stderr[-3000:]
+    option = where.replace("=", " ") if where.startswith("--config") else "--data.dataset"
+    assert f"was trained on MNIST, but {option} asks for KMNIST" in stderr
+    assert not (tmp_path / "lightning_logs").exists()

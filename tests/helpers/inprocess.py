@@ -41,13 +41,15 @@ def _log_handlers_to(stream: io.StringIO):
             handler.setStream(old)
 
 
-def run_main(*args: object, cwd: Path) -> tuple[int, str, str]:
+def run_main(*args: object, cwd: Path, one_stream: bool = False) -> tuple[int, str, str]:
     """``mnist-lightning ARGS`` in ``cwd`` (``main()`` reading ``sys.argv``, as the script does); returns its
-    exit status (0 when it returns), stdout and stderr."""
+    exit status (0 when it returns), stdout and stderr (``one_stream``: both in stdout, interleaved as in a
+    terminal, and stderr empty)."""
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv
     saved_ctrl_c = signal.getsignal(signal.SIGINT)
     sys.argv = ["mnist-lightning", *map(str, args)]
-    stdout, stderr = io.StringIO(), io.StringIO()
+    stdout = io.StringIO()
+    stderr = stdout if one_stream else io.StringIO()
     status = 0
     os.chdir(cwd)
     try:
@@ -71,7 +73,7 @@ def run_main(*args: object, cwd: Path) -> tuple[int, str, str]:
         os.environ.clear()
         os.environ.update(saved_env)
         signal.signal(signal.SIGINT, saved_ctrl_c)  # an interrupted run leaves Ctrl-C ignored, for its exit
-    return status, stdout.getvalue(), stderr.getvalue()
+    return status, stdout.getvalue(), "" if one_stream else stderr.getvalue()
 
 
 def _fields(warning: warnings.WarningMessage) -> tuple:

@@ -71,19 +71,19 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     assert finished["status"] == "finished" and finished["epochs"] == "1"
     assert float(finished["val_acc"]) == summary["best_score"] and float(finished["test_acc"]) == test_acc
     assert finished["best_checkpoint"] == best and float(finished["fit_s"]) > 0
-    assert finished["batch_size"] == "32" and "dataset" not in finished  # the same in all: no column
+    assert finished["data.batch_size"] == "32" and "data.dataset" not in finished  # the same in all: none
     assert (rows["version_2"]["status"], rows["version_2"]["val_acc"]) == ("interrupted", "0.4375")
     assert rows["version_2"]["epochs"] == ">=3" and rows["version_2"]["test_acc"] == ""
-    assert (rows["version_3"]["status"], rows["version_3"]["batch_size"]) == ("running/killed", "16")
+    assert (rows["version_3"]["status"], rows["version_3"]["data.batch_size"]) == ("running/killed", "16")
     study = json.loads(json.dumps([rows[f"sweeps/s/trial_{n}"] for n in (0, 1)]))
     assert all(row["status"] == "finished" for row in study)
-    assert study[0]["lr"] != study[1]["lr"]  # the sampled values, from each trial's config.yaml
-    assert "seed_everything" not in rows["version_0"]  # a column only where runs differ
+    assert study[0]["optimizer.lr"] != study[1]["optimizer.lr"]  # sampled, from each trial's config.yaml
+    assert "seed" not in rows["version_0"]  # a column only where runs differ
     # a scheduler's arguments: only those set differently between the runs that use it
     assert [rows[name]["scheduler"] for name in ("version_0", "version_2")] == ["", "OneCycleLR"]
-    max_lr = "model.scheduler.init_args.max_lr"
+    max_lr = "scheduler.max_lr"
     assert (rows["version_2"][max_lr], rows["version_3"][max_lr]) == ("0.02", "0.01")
-    assert "model.scheduler.init_args.total_steps" not in rows["version_0"]
+    assert "scheduler.total_steps" not in rows["version_0"]
 
     # sorting, filtering, grouping, markdown
     by_acc = list(csv.DictReader(io.StringIO(list_runs(str(logs), "--format", "csv", "--sort=-val_acc"))))
@@ -143,3 +143,37 @@ def test_sort_by_an_unknown_column_names_the_close_ones_and_the_tables(tmp_path,
         f"error: --sort val_accc: no such column (did you mean val_acc?); the table's columns: {columns}.\n"
     )
     assert capsys.readouterr().err == expected
+
+
+def write_run(folder, lr: float, weight_decay: float, label_smoothing: float, batch_size: int) -> None:
+    """A finished run as ``fit`` leaves it, as far as ``runs`` reads it: its config and summary."""
+    folder.mkdir(parents=True)
+    optimizer = {"class_path": "torch.optim.AdamW", "init_args": {"lr": lr, "weight_decay": weight_decay}}
+    config = {
+        "model": {"optimizer": optimizer, "label_smoothing": label_smoothing},
+        "data": {"batch_size": batch_size},
+        "trainer": {"max_epochs": 10},
+    }
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = folder / "checkpoints" / "epoch=9-val_acc=0.9812.ckpt"
+    summary = {
+        "status": "finished", "epochs": 10, "monitor": "val_acc", "best_score": 0.9812, "fit_seconds": 61.5,
+        "best_checkpoint": str(checkpoint), "started": "2026-12-03T02:00:00+00:00",
+    }  # fmt: skip
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+def test_runs_fits_the_terminal_and_names_columns_as_the_csv_does(tmp_path, monkeypatch):
+    runs = [(0.001, 0.0, 0.0, 32), (0.002, 0.01, 0.1, 64), (0.003, 0.05, 0.05, 128)]
+    for index, settings in enumerate(runs):
+        write_run(tmp_path / "lightning_logs" / f"version_{index}", *settings)
+    logs = str(tmp_path / "lightning_logs")
+    monkeypatch.setenv("COLUMNS", "80")
+    table = list_runs(logs)
+    assert max(map(len, table.splitlines())) <= 80, table
+    assert "columns left out to fit 80 characters" in table and "--wide shows them all" in table
+    assert table.split()[:3] == ["run", "status", "optimizer.lr"]  # the settings that differ, as many as fit
+    wide = list_runs(logs, "--wide")
+    csv_header = list_runs(logs, "--format", "csv").splitlines()[0].split(",")
+    assert wide.splitlines()[0].split() == csv_header  # one name per column, in the table and the CSV
+    assert {"optimizer.weight_decay", "label_smoothing", "data.batch_size"} < set(csv_header)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import fnmatch
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         "--group", action="store_true", help="one row per configuration, seeds apart: mean ± sd"
     )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    parser.add_argument(
+        "--wide", action="store_true", help="every column, however wide the terminal (the table fits it)"
+    )
     return parser.parse_args(joined_sort_value(args))
 
 
@@ -91,4 +95,5 @@ def main(args: list[str]) -> None:
     rows.sort(key=sort_key(names[column]), reverse=descending)
     if descending:  # runs without the value last either way
         rows.sort(key=lambda row: sort_key(names[column])(row)[0] == 2)
-    sys.stdout.write(render(rows, columns, options.format))
+    width = None if options.wide else shutil.get_terminal_size(fallback=(0, 0)).columns  # 0: not a terminal
+    sys.stdout.write(render(rows, columns, options.format, width or None))

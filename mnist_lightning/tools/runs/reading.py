@@ -21,11 +21,6 @@ from mnist_lightning import schema
 
 CHECKPOINT_NAME = re.compile(r"epoch=(\d+)-val_acc=([0-9.]+?)(?:-v\d+)?\.ckpt$")
 EVAL_KEYS = ("verbose", "return_predictions")  # in the config.yaml of test/validate/predict, never of fit
-# the table's names for the settings every run has
-SHORT_NAMES = {
-    "data.dataset": "dataset", "model.optimizer": "optimizer", "data.batch_size": "batch_size",
-    "model.scheduler": "scheduler",
-}  # fmt: skip
 
 
 @dataclass
@@ -34,7 +29,7 @@ class Run:
     name: str  # relative to the listed log folder
     status: str = "?"
     when: float | None = None
-    hparams: dict[str, Any] = field(default_factory=dict)  # flattened dotted keys, display values
+    hparams: dict[str, Any] = field(default_factory=dict)  # by schema.short_name, display values
     epochs: str | int | None = None
     val_acc: float | None = None
     test_acc: float | None = None
@@ -159,20 +154,16 @@ def config_from_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
 
 
 def flatten_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The hyperparameters of a run (``schema.hyperparameters``) as the table shows them: the key columns
-    (``dataset``, ``net`` as one phrase, ``optimizer``, ``lr``, ``batch_size``, ``scheduler``), then every
-    other setting by its dotted name, lists and mappings as compact JSON."""
-    settings = schema.hyperparameters(config)
+    """The hyperparameters of a run (``schema.hyperparameters``) as the table shows them, each by its
+    ``schema.short_name`` (as in TensorBoard's HPARAMS tab): ``net`` as one phrase with its arguments, then
+    ``optimizer``, ``optimizer.lr``, ``data.batch_size``, ..., lists and mappings as compact JSON."""
     net = (config.get("model") or {}).get("net")
     flat: dict[str, Any] = {}
-    for key, value in settings.items():
+    for key, value in schema.hyperparameters(config).items():
         if key == "model.net" or key.startswith("model.net.init_args."):
             flat["net"] = schema.describe_class(net, _argument) if schema.is_class_config(net) else net
-        elif key != "model.optimizer.init_args.lr":
-            flat[SHORT_NAMES.get(key, key)] = _display(value)
-    optimizer = (config.get("model") or {}).get("optimizer")
-    if isinstance(optimizer, dict):
-        flat["lr"] = (optimizer.get("init_args") or {}).get("lr")
+        else:
+            flat[schema.short_name(key)] = _display(value)
     return flat
 
 

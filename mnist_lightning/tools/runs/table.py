@@ -10,12 +10,13 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from mnist_lightning.schema import SEED_KEYS
+from mnist_lightning.schema import SEED_KEYS, short_name
 from mnist_lightning.tools.runs.reading import Run
 
-HPARAM_COLUMNS = ("dataset", "net", "optimizer", "lr", "batch_size")
+HPARAM_COLUMNS = ("data.dataset", "net", "optimizer", "optimizer.lr", "data.batch_size")
 RESULT_COLUMNS = ("epochs", "val_acc", "test_acc", "fit_s", "best_checkpoint")
-CLASS_ARGUMENTS = ("model.optimizer.init_args.", "model.scheduler.init_args.")
+CLASS_ARGUMENTS = ("optimizer.", "scheduler.")
+SEED_COLUMNS = tuple(map(short_name, SEED_KEYS))
 
 
 def differing(rows: list[dict[str, Any]], keys: list[str]) -> list[str]:
@@ -55,7 +56,7 @@ def run_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
 
 def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
     """One row per configuration (all hyperparameters but the seeds): mean ± sd of the results."""
-    keys = [key for key in hparam_keys(runs) if key not in SEED_KEYS]
+    keys = [key for key in hparam_keys(runs) if key not in SEED_COLUMNS]
     groups: dict[str, list[Run]] = {}
     for run in runs:
         identity = json.dumps([run.hparams.get(key) for key in keys], default=str)
