@@ -138,7 +138,7 @@ def test_sort_by_an_unknown_column_names_the_close_ones_and_the_tables(tmp_path,
     with pytest.raises(SystemExit) as exit_:
         list_runs(str(tmp_path), "--sort", "val_accc")
     assert exit_.value.code == 2
-    columns = "run, when, status, lr, epochs, val_acc, test_acc, fit_s, best_checkpoint"
+    columns = "run, when, status, optimizer.lr, epochs, val_acc, test_acc, fit_s, best_checkpoint"
     expected = (
         f"error: --sort val_accc: no such column (did you mean val_acc?); the table's columns: {columns}.\n"
     )
