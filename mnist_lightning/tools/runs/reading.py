@@ -152,7 +152,10 @@ def owner_of(ckpt: Path, by_folder: dict[Path, Run], bases: list[Path]) -> Run |
 
 def config_from_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     """``hparams.yaml`` holds the model's and the data module's arguments side by side."""
-    data_keys = {"dataset", "data_dir", "batch_size", "eval_batch_size", "val_size", "seed", "augment"}
+    data_keys = {
+        "dataset", "data_dir", "batch_size", "eval_batch_size", "val_size", "folds", "fold", "seed",
+        "augment",
+    }  # fmt: skip
     model = {key: value for key, value in hparams.items() if key not in data_keys and not key.startswith("_")}
     data = {key: value for key, value in hparams.items() if key in data_keys}
     return {"model": model, "data": data}
