@@ -43,11 +43,20 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         "--group", action="store_true", help="one row per configuration, seeds apart: mean ± sd"
     )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
+    parser.add_argument(
+        "--plot", action="append", metavar="METRIC",
+        help="instead of the table, draw METRIC (val_acc, train_loss, lr-Adam, ...) of the listed runs per "
+        "epoch, one line per row of the table, from the runs' TensorBoard event files or metrics.csv; again "
+        "for another panel",
+    )  # fmt: skip
+    parser.add_argument("--output", help="the --plot image (default: runs_METRIC.png)")
     return parser.parse_args(args)
 
 
 def main(args: list[str]) -> None:
     options = parse_args(list(args))
+    if options.output and not options.plot:
+        raise UserError("--output names the image of --plot METRIC; add --plot.")
     root = Path(options.log_dir)
     if not root.is_dir():
         raise UserError(
@@ -71,4 +80,10 @@ def main(args: list[str]) -> None:
     rows.sort(key=sort_key(names[column]), reverse=descending)
     if descending:  # runs without the value last either way
         rows.sort(key=lambda row: sort_key(names[column])(row)[0] == 2)
+    if options.plot:
+        from mnist_lightning.tools.runs.plot import default_output, plot_rows  # matplotlib, tensorboard
+
+        output = Path(options.output) if options.output else default_output(options.plot)
+        print(plot_rows(rows, columns, runs, options.plot, output))
+        return
     sys.stdout.write(render(rows, columns, options.format))

@@ -40,8 +40,13 @@ def format_value(column: str, value: Any, machine: bool = False) -> str:
     return str(value)
 
 
+def header(column: str) -> str:
+    """A column's heading: ``max_lr`` for ``model.scheduler.init_args.max_lr``, ``data.fold`` as it is."""
+    return column.rsplit(".", 1)[-1] if column.count(".") > 1 else column
+
+
 def render(rows: list[dict[str, Any]], columns: list[str], style: str) -> str:
-    headers = [column.rsplit(".", 1)[-1] if column.count(".") > 1 else column for column in columns]
+    headers = [header(column) for column in columns]
     if style == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
