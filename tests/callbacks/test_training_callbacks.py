@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+
 import pytest
 import torch
+import yaml
 
 from helpers.commands import CONFIG, REPO
 from helpers.inprocess import run_main
 
 FAST = REPO / "configs" / "fast.yaml"
+EARLY_STOPPING = REPO / "configs" / "early_stopping.yaml"
 TINY_RUN = (
     "--trainer.enable_progress_bar=false", "--data.batch_size=32", "--data.val_size=64",
     "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=1",
@@ -45,3 +51,37 @@ def test_a_run_without_a_logger_trains_without_the_learning_rate_monitor(tmp_pat
     )  # fmt: skip
     assert status == 0, stderr[-3000:]
     assert "LearningRateMonitor is left out" in stdout
+
+
+RECIPES = {"default": [], "fast": ["fast.yaml"], "cnn": ["cnn.yaml"], "best": ["best.yaml"]}
+
+
+@pytest.mark.parametrize("recipe", RECIPES.values(), ids=RECIPES.keys())
+def test_early_stopping_adds_to_the_callbacks_of_every_recipe(tmp_path, recipe):
+    configs = [arg for name in recipe for arg in ("--config", REPO / "configs" / name)]
+    status, stdout, stderr = run_main(
+        "fit", "--config", CONFIG, *configs, "--config", EARLY_STOPPING, "--print_config", cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    callbacks = yaml.safe_load(stdout)["trainer"]["callbacks"]
+    names = [callback["class_path"].rsplit(".", 1)[-1] for callback in callbacks]
+    assert names[:3] == ["ModelCheckpoint", "ModelCheckpoint", "LearningRateMonitor"]  # the recipe's, kept
+    assert names.count("EarlyStopping") == 1 and "RunSummary" in names
+    stopping = callbacks[names.index("EarlyStopping")]["init_args"]
+    assert (stopping["monitor"], stopping["mode"], stopping["patience"]) == ("val_acc", "max", 3)
+
+
+def test_a_run_whose_val_acc_stalls_stops_early_and_runs_says_when(tmp_path, tiny_data):
+    status, _, stderr = run_main(
+        "fit", "--config", CONFIG, "--config", EARLY_STOPPING, f"--data.data_dir={tiny_data}", *TINY_RUN,
+        "--trainer.max_epochs=10", "--model.optimizer.init_args.lr=1e-12", cwd=tmp_path,
+    )  # fmt: skip
+    assert status == 0, stderr[-3000:]
+    run = tmp_path / "lightning_logs" / "version_0"
+    summary = json.loads((run / "summary.json").read_text())
+    # val_acc of epoch 1, then 3 epochs (the patience) without a better one
+    assert (summary["status"], summary["early_stop_epoch"], summary["epochs"]) == ("stopped early", 4, 4)
+    status, stdout, stderr = run_main("runs", "lightning_logs", "--format", "csv", cwd=tmp_path)
+    assert status == 0, stderr
+    [row] = csv.DictReader(io.StringIO(stdout))
+    assert (row["status"], row["epochs"]) == ("stopped early at 4/10", "4")

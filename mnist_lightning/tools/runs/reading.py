@@ -93,6 +93,8 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
         run.status = summary.get("status") or "?"
         if run.status == "running":  # a summary says "running" until fit ends: killed, or still running
             run.status = "running/killed"
+        if run.status == "stopped early":  # by EarlyStopping: after which epoch, of how many
+            run.status = f"stopped early at {summary.get('early_stop_epoch')}/{summary.get('max_epochs')}"
         run.epochs = summary.get("epochs")
         run.val_acc = (
             summary.get("best_score") if summary.get("monitor") == "val_acc" else summary.get("val_acc_best")
