@@ -25,6 +25,7 @@ from mnist_lightning.errors import UserError
 from mnist_lightning.schema import class_name
 
 SKIP = 10  # the first steps, left out of the suggestion (Lightning's skip_begin)
+ROOT = Path("lightning_logs") / "lr_find"  # the searches' folders, version_N, unless --dir names one
 
 USAGE = "{program} lr_find --config CONFIG [--config ...] [--dir FOLDER] [--min_lr X] [--max_lr X]\n" \
     "       [--num_training N] [fit options, e.g. --data.batch_size 128]"  # fmt: skip
@@ -56,8 +57,9 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
 class LRFindCLI(MNISTLightningCLI):
     """``fit``'s parser, checks and objects, with ``Tuner.lr_find`` run instead of ``Trainer.fit``."""
 
-    def __init__(self, *args, options: argparse.Namespace, folder: Path, **kwargs) -> None:
-        self.options, self.folder = options, folder
+    def __init__(self, *args, options: argparse.Namespace, **kwargs) -> None:
+        self.options = options
+        self.folder = Path(options.dir or ROOT)  # lr_find.png's: a new version_N of ROOT, chosen by rank 0
         self.scheduler: str | None = None
         super().__init__(*args, **kwargs)
 
@@ -86,6 +88,8 @@ class LRFindCLI(MNISTLightningCLI):
 
     def report(self, finder, optimizer: str) -> None:
         """The points (lr_find.csv), the plot (lr_find.png) and the suggestion."""
+        if not self.options.dir:
+            self.folder = next_folder(ROOT)
         points = list(zip(finder.results["lr"], finder.results["loss"], strict=True))
         self.folder.mkdir(parents=True, exist_ok=True)
         with (self.folder / "lr_find.csv").open("w", newline="") as file:
@@ -170,6 +174,5 @@ def main(args: list[str]) -> None:
 
     prepare_process()
     check_config_files(fit_args)
-    folder = Path(options.dir) if options.dir else next_folder(Path("lightning_logs") / "lr_find")
     with quiet():
-        build_cli(["fit", *fit_args], cli_class=LRFindCLI, options=options, folder=folder)
+        build_cli(["fit", *fit_args], cli_class=LRFindCLI, options=options)

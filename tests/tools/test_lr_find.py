@@ -11,7 +11,7 @@ import torch
 
 from mnist_lightning.models.classifier import MNISTClassifier
 
-from helpers.commands import CONFIG, REPO
+from helpers.commands import CONFIG, REPO, run_cli
 from helpers.inprocess import run_main
 
 CNN = REPO / "configs" / "cnn.yaml"
@@ -48,6 +48,7 @@ def test_lr_find_suggests_a_rate_for_the_configured_optimizer(
     folder = tmp_path / "lightning_logs" / "lr_find" / "version_0"
     assert sorted(path.name for path in folder.iterdir()) == ["lr_find.csv", "lr_find.png"]  # no checkpoint
     assert [path.name for path in (tmp_path / "lightning_logs").iterdir()] == ["lr_find"]  # no run folder
+    assert [path.name for path in folder.parent.iterdir()] == ["version_0"]  # the initial weights removed
     assert (folder / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
     points = [
         (float(row["lr"]), float(row["loss"])) for row in csv.DictReader((folder / "lr_find.csv").open())
@@ -76,3 +77,14 @@ def test_lr_find_refuses_bad_ranges_before_building_anything(tmp_path):
     ):
         status, _, stderr = run_main("lr_find", "--config", CONFIG, *options, cwd=tmp_path)
         assert status == 2 and f"error: {message}" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.slow  # DDP starts its second process by running the command again
+def test_lr_find_under_ddp_searches_once_and_writes_one_folder(tmp_path, tiny_data):
+    ddp = ("--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp")
+    result = run_cli("lr_find", "--config", CONFIG, f"--data.data_dir={tiny_data}", *TINY, *ddp, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Suggested learning rate: ") == 1  # printed by rank 0 alone
+    folders = list((tmp_path / "lightning_logs" / "lr_find").iterdir())
+    assert [path.name for path in folders] == ["version_0"]
+    assert sorted(path.name for path in folders[0].iterdir()) == ["lr_find.csv", "lr_find.png"]
