@@ -1,4 +1,5 @@
-"""``python -m mnist_lightning runs``: a table of the runs under a log folder, sweeps' trials included.
+"""``python -m mnist_lightning runs``: a table of the runs under a log folder, sweeps' trials included, or
+with ``--plot METRIC`` their curves (``plot``, which alone imports matplotlib and tensorboard).
 
 Reading (``reading``), the rows (``table``) and the text (``render``) import neither torch nor Lightning,
 so a folder of many runs is listed in well under a second.
@@ -40,7 +41,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         help="only the runs whose folder (relative to LOG_DIR) matches this glob, e.g. 'sweeps/mlp/*'",
     )
     parser.add_argument(
-        "--group", action="store_true", help="one row per configuration, seeds apart: mean ± sd"
+        "--group", action="store_true", help="one row per configuration, seeds and folds apart: mean ± sd"
     )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
     parser.add_argument(
