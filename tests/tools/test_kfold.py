@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
+import pytest
 import yaml
 
 from helpers.commands import CONFIG, REPO
@@ -14,10 +15,11 @@ from helpers.sweeps import run_sweep
 KFOLD = REPO / "configs" / "sweeps" / "kfold.yaml"
 TINY_TRIAL = (
     "--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--model.net.init_args.hidden_sizes=[32]",
-    "--data.batch_size=32",
+    "--data.batch_size=32", "--trainer.log_every_n_steps=1",
 )  # fmt: skip
 
 
+@pytest.mark.slow  # five trials, each fitted and tested, and the check of every parameter: 20-35 s
 def test_kfold_sweep_validates_on_each_fold_and_runs_groups_the_folds_in_one_row(tmp_path, tiny_data):
     status, _, stderr = run_sweep(
         "--config", str(CONFIG), "--sweep", str(KFOLD), "--study", "cv", f"--data.data_dir={tiny_data}",
