@@ -34,7 +34,8 @@ SWITCHES = frozenset(
         "_instantiator",
     }
 )
-SEED_KEYS = ("seed_everything", "data.seed")  # a run's seeds: not part of what identifies a recipe
+# a run's seeds, and the fold of a k-fold cross-validation: not part of what identifies a recipe
+SEED_KEYS = ("seed_everything", "data.seed", "data.fold")
 
 
 def class_name(class_path: Any) -> Any:

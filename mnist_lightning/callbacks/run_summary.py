@@ -27,7 +27,8 @@ class RunSummary(L.Callback):
 
     It holds the data set, the network (class and arguments), optimizer and learning rate, batch size,
     epochs done, the best ``val_acc`` and its checkpoint, the fit wall time and a ``status``: ``finished``,
-    ``interrupted`` (Ctrl-C, SIGTERM), ``pruned`` (stopped early by a sweep's pruner) or ``failed``. A
+    ``stopped early`` (by an ``EarlyStopping`` callback, after epoch ``early_stop_epoch``), ``interrupted``
+    (Ctrl-C, SIGTERM), ``pruned`` (stopped early by a sweep's pruner) or ``failed``. A
     ``running`` summary is written when training starts, so a run killed outright (SIGKILL) still says
     what it was; ``runs`` reads these files without importing torch or Lightning.
     """
@@ -46,7 +47,7 @@ class RunSummary(L.Callback):
         self._write(trainer, pl_module, "running")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module, "finished")
+        self._write(trainer, pl_module, "finished" if early_stop_epoch(trainer) is None else "stopped early")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -102,6 +103,7 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path)
         "max_epochs": trainer.max_epochs,
         "epochs": trainer.fit_loop.epoch_progress.current.completed,
         "global_step": trainer.global_step,
+        "early_stop_epoch": early_stop_epoch(trainer),
         "seed": int(os.environ["PL_GLOBAL_SEED"]) if os.environ.get("PL_GLOBAL_SEED") else None,
         "monitor": checkpoint.monitor if checkpoint is not None else None,
         "best_score": _number(best_score),
@@ -109,6 +111,14 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path)
         "best_checkpoint": checkpoint.best_model_path or None if checkpoint is not None else None,
         "log_dir": str(folder),
     }
+
+
+def early_stop_epoch(trainer: L.Trainer) -> int | None:
+    """The epoch (1 = the first) after which an ``EarlyStopping`` callback stopped the run, else None."""
+    stopped = [
+        callback.stopped_epoch for callback in trainer.early_stopping_callbacks if callback.stopped_epoch
+    ]
+    return min(stopped) + 1 if stopped else None  # stopped_epoch: 0-based, and 0 when it did not stop
 
 
 def _monitoring_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import lightning as L
 from jsonargparse import Namespace
-from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_only
 
 from mnist_lightning.errors import UserError, yaml_problem
@@ -118,6 +118,20 @@ def drop_checkpoint_callbacks(trainer_config: Namespace) -> None:
         say("trainer.enable_checkpointing=false: the config's checkpoint callbacks are left out.")
 
 
+def drop_logger_callbacks(trainer_config: Namespace) -> None:
+    """With ``--trainer.logger=false``, leave out the ``LearningRateMonitor`` a config lists: Lightning
+    refuses to train with it and no logger, and ``configs/default.yaml`` lists one."""
+    callbacks = trainer_config.get("callbacks") or []
+    kept = [callback for callback in callbacks if not _is_a(callback, LearningRateMonitor)]
+    if trainer_config.get("logger") is False and len(kept) < len(callbacks):
+        trainer_config.callbacks = kept
+        say("trainer.logger=false: the config's LearningRateMonitor is left out (it logs to a logger).")
+
+
 def _is_checkpoint(callback: Namespace) -> bool:
+    return _is_a(callback, Checkpoint)
+
+
+def _is_a(callback: Namespace, base: type) -> bool:
     cls = pydoc.locate(callback.get("class_path", ""))
-    return isinstance(cls, type) and issubclass(cls, Checkpoint)
+    return isinstance(cls, type) and issubclass(cls, base)

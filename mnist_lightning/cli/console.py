@@ -33,7 +33,14 @@ PROJECT_COMMANDS = {
         "mnist_lightning.tools.sweep.command",
         "Search hyperparameters with Optuna (pruning, resumable studies).",
     ),
-    "runs": ("mnist_lightning.tools.runs.command", "Compare the runs under a log folder in one table."),
+    "runs": (
+        "mnist_lightning.tools.runs.command",
+        "Compare the runs under a log folder in one table, or their curves (--plot).",
+    ),
+    "lr_find": (
+        "mnist_lightning.tools.lr_find",
+        "Find a learning rate for a recipe: Lightning's range test, a plot and a suggestion.",
+    ),
     "export": (
         "mnist_lightning.tools.export",
         "Export a checkpoint to ONNX or torch.export (.pt2), verified.",

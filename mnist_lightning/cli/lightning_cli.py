@@ -26,6 +26,7 @@ from mnist_lightning.cli.checks import (
     check_learning_rate,
     check_log_dir,
     drop_checkpoint_callbacks,
+    drop_logger_callbacks,
     say,
 )
 from mnist_lightning.cli.ckpt_path import (
@@ -173,6 +174,8 @@ class MNISTLightningCLI(LightningCLI):
             )
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
+        if self.subcommand == "fit":
+            drop_logger_callbacks(config.trainer)
 
     def instantiate_classes(self) -> None:
         try:

@@ -49,6 +49,9 @@ class _DropRecords(logging.Filter):
 
 # adverts for a logger and a model registry this project does not use
 ADVERT = _DropRecords("💡 Tip: For seamless cloud logging", "💡 Tip: For seamless cloud uploads")
+# the learning-rate finder's checkpoint of the initial weights, its own and deleted at once: the full state
+# is meant, so the notice that weights_only defaults to False does not apply
+FINDER_CHECKPOINT = _DropRecords("`weights_only` was not set, defaulting to `False`.")
 
 
 def ignore_warnings(rules: tuple[tuple[str, str], ...]) -> None:
@@ -79,16 +82,19 @@ def silenced() -> Iterator[None]:
 def quiet() -> Iterator[None]:
     """For one run: leave out the notices above (restored on exit)."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    checkpoints = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
     with warnings.catch_warnings():
         ignore_warnings(IRRELEVANT_WARNINGS)
         # jsonargparse's deprecations of the calls LightningCLI itself makes (add_instantiator, skip_none):
         # Lightning's to update, nothing a user of this project can change
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli")
         rank_zero.addFilter(ADVERT)
+        checkpoints.addFilter(FINDER_CHECKPOINT)
         try:
             yield
         finally:
             rank_zero.removeFilter(ADVERT)
+            checkpoints.removeFilter(FINDER_CHECKPOINT)
 
 
 @contextlib.contextmanager

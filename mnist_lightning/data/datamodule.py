@@ -1,4 +1,5 @@
-"""The data module: MNIST, Fashion-MNIST or KMNIST, a seeded train/val split, fast loaders, image files."""
+"""The data module: MNIST, Fashion-MNIST or KMNIST, a seeded train/val split or k folds, fast loaders, image
+files."""
 
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from mnist_lightning.data.sampling import (
 )
 from mnist_lightning.errors import UserError
 
+VAL_SIZE = 5000  # the default validation split: 55k train, 5k val
+
 
 class ImageFilesDataset(TensorBatchDataset):
     """A person's image files prepared as 28x28 images; ``paths`` names each sample, labels are -1."""
@@ -42,7 +45,12 @@ class MNISTDataModule(L.LightningDataModule):
         eval_batch_size: samples per validation, test and predict step on each device. Larger batches
             evaluate faster (fewer steps) and give the same metrics, which are sums over samples.
         val_size: training images held out for validation (the test set is the separate 10k).
-        seed: seed of the train/val split and of the per-epoch shuffling; independent of device count.
+        folds: split the training images into this many folds (k-fold cross-validation) and validate on
+            fold ``fold``, training on the others; each fold holds the same share of every class. It
+            replaces ``val_size``, which must then stay at its default.
+        fold: the fold validated on, from 0 to ``folds - 1``.
+        seed: seed of the train/val split (or the folds) and of the per-epoch shuffling; independent of
+            device count.
         num_workers: DataLoader worker processes (0 loads in the main process, the fastest here: a batch is
             one indexing operation).
         pin_memory: pin batches in page-locked memory for faster host-to-GPU copies.
@@ -61,7 +69,9 @@ class MNISTDataModule(L.LightningDataModule):
         data_dir: str = "data",
         batch_size: int = 64,
         eval_batch_size: int = 1000,
-        val_size: int = 5000,
+        val_size: int = VAL_SIZE,
+        folds: int | None = None,
+        fold: int = 0,
         seed: int = 42,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -81,12 +91,15 @@ class MNISTDataModule(L.LightningDataModule):
             )
         if num_workers < 0:
             raise UserError(f"data.num_workers must be 0 or more, got {num_workers}.")
+        check_folds(folds, fold, val_size)
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
+        self.folds = folds
+        self.fold = fold
         self.seed = seed
         self.num_workers = num_workers
         self.pin_memory = pin_memory
@@ -112,11 +125,11 @@ class MNISTDataModule(L.LightningDataModule):
         image files of ``predict_path`` (or the test set)."""
         if stage in ("fit", "validate") and "train" not in self.datasets:
             images, labels = datasets.load_split(self.data_dir, True, self.dataset)
-            if self.val_size >= len(labels):
+            if self.folds is None and self.val_size >= len(labels):
                 raise UserError(
                     f"data.val_size ({self.val_size}) must be smaller than the {len(labels)} training images."
                 )
-            train, val = self.split_indices(len(labels))
+            train, val = self.split_indices(len(labels)) if self.folds is None else self.fold_indices(labels)
             images, labels = self._placed(images, labels)
             self.datasets["train"] = self._tensors(images[train], labels[train])
             self.datasets["val"] = self._tensors(images[val], labels[val])
@@ -151,6 +164,16 @@ class MNISTDataModule(L.LightningDataModule):
         """Train and val indices into the training images, fixed by ``seed`` alone (not by device count)."""
         order = torch.randperm(num_images, generator=torch.Generator().manual_seed(self.seed))
         return order[self.val_size :], order[: self.val_size]
+
+    def fold_indices(self, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train and val indices of fold ``fold`` of ``folds``: the images of each class, shuffled by
+        ``seed``, are dealt to the folds in turn, so every fold holds the same share of each class (to one
+        image) and the folds are disjoint and cover the training images."""
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
+        order = order[torch.argsort(labels[order], stable=True)]  # by class, shuffled within each
+        fold_of = torch.empty(len(labels), dtype=torch.long)
+        fold_of[order] = torch.arange(len(labels)) % self.folds
+        return (fold_of != self.fold).nonzero().squeeze(1), (fold_of == self.fold).nonzero().squeeze(1)
 
     def _placed(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The tensors on the training device when ``data_on_device`` is set, else as they are."""
@@ -207,6 +230,24 @@ class MNISTDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict" if self.predict_path is not None else "test", shuffle=False)
+
+
+def check_folds(folds: int | None, fold: int, val_size: int) -> None:
+    """``data.folds`` at least 2, ``data.fold`` one of them, and no ``val_size`` of its own beside them."""
+    if folds is None:
+        if fold != 0:
+            raise UserError(f"data.fold ({fold}) needs data.folds, the number of folds (e.g. 5).")
+        return
+    if folds < 2:
+        raise UserError(f"data.folds must be at least 2, got {folds}.")
+    if not 0 <= fold < folds:
+        raise UserError(f"data.fold must be between 0 and {folds - 1} (data.folds is {folds}), got {fold}.")
+    if val_size != VAL_SIZE:
+        raise UserError(
+            f"data.val_size ({val_size}) and data.folds ({folds}) both choose the validation images: with "
+            f"folds the validation set is fold data.fold (1/{folds} of the training images). Leave out "
+            f"data.val_size."
+        )
 
 
 @rank_zero_only

@@ -64,7 +64,7 @@ def run_cli(
 # Optuna; export: onnx, onnxruntime; serve: LitServe)
 OTHER_COMMANDS = (
     "mnist_lightning.tools.sweep.command", "mnist_lightning.tools.runs.command",
-    "mnist_lightning.tools.export", "mnist_lightning.tools.serve.server",
+    "mnist_lightning.tools.export", "mnist_lightning.tools.serve.server", "mnist_lightning.tools.lr_find",
     "optuna", "onnx", "onnxruntime", "onnxscript", "litserve",
 )  # fmt: skip
 

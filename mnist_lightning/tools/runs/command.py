@@ -1,4 +1,5 @@
-"""``python -m mnist_lightning runs``: a table of the runs under a log folder, sweeps' trials included.
+"""``python -m mnist_lightning runs``: a table of the runs under a log folder, sweeps' trials included, or
+with ``--plot METRIC`` their curves (``plot``, which alone imports matplotlib and tensorboard).
 
 Reading (``reading``), the rows (``table``) and the text (``render``) import neither torch nor Lightning,
 so a folder of many runs is listed in well under a second.
@@ -42,12 +43,19 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         help="only the runs whose folder (relative to LOG_DIR) matches this glob, e.g. 'sweeps/mlp/*'",
     )
     parser.add_argument(
-        "--group", action="store_true", help="one row per configuration, seeds apart: mean ± sd"
+        "--group", action="store_true", help="one row per configuration, seeds and folds apart: mean ± sd"
     )
     parser.add_argument("--format", choices=("table", "csv", "markdown"), default="table")
     parser.add_argument(
         "--wide", action="store_true", help="every column, however wide the terminal (the table fits it)"
     )
+    parser.add_argument(
+        "--plot", action="append", metavar="METRIC",
+        help="instead of the table, draw METRIC (val_acc, train_loss, lr-Adam, ...) of the listed runs per "
+        "epoch, one line per row of the table, from the runs' TensorBoard event files or metrics.csv; again "
+        "for another panel",
+    )  # fmt: skip
+    parser.add_argument("--output", help="the --plot image (default: runs_METRIC.png)")
     return parser.parse_args(joined_sort_value(args))
 
 
@@ -72,6 +80,8 @@ def unknown_column(column: str, names: list[str], columns: list[str]) -> UserErr
 
 def main(args: list[str]) -> None:
     options = parse_args(list(args))
+    if options.output and not options.plot:
+        raise UserError("--output names the image of --plot METRIC; add --plot.")
     root = Path(options.log_dir)
     if not root.is_dir():
         raise UserError(
@@ -95,5 +105,11 @@ def main(args: list[str]) -> None:
     rows.sort(key=sort_key(names[column]), reverse=descending)
     if descending:  # runs without the value last either way
         rows.sort(key=lambda row: sort_key(names[column])(row)[0] == 2)
+    if options.plot:
+        from mnist_lightning.tools.runs.plot import default_output, plot_rows  # matplotlib, tensorboard
+
+        output = Path(options.output) if options.output else default_output(options.plot)
+        print(plot_rows(rows, columns, runs, options.plot, output))
+        return
     width = None if options.wide else shutil.get_terminal_size(fallback=(0, 0)).columns  # 0: not a terminal
     sys.stdout.write(render(rows, columns, options.format, width or None))

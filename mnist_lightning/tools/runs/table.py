@@ -54,13 +54,25 @@ def run_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
     return rows, ["run", "when", "status", *shown, *RESULT_COLUMNS]
 
 
-def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per configuration (all hyperparameters but the seeds): mean ± sd of the results."""
+def configurations(runs: list[Run]) -> tuple[list[str], dict[str, list[Run]]]:
+    """The settings that identify a configuration (all hyperparameters but the seeds and the fold), and the
+    runs of each configuration by its :func:`configuration`."""
     keys = [key for key in hparam_keys(runs) if key not in SEED_COLUMNS]
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        identity = json.dumps([run.hparams.get(key) for key in keys], default=str)
-        groups.setdefault(identity, []).append(run)
+        groups.setdefault(configuration(run.hparams, keys), []).append(run)
+    return keys, groups
+
+
+def configuration(settings: dict[str, Any], keys: list[str]) -> str:
+    """A run's (or a grouped row's) values of the identifying ``keys``, as one text."""
+    return json.dumps([settings.get(key) for key in keys], default=str)
+
+
+def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per configuration (all hyperparameters but the seeds and the fold): mean ± sd of the
+    results."""
+    keys, groups = configurations(runs)
     rows = []
     for members in groups.values():
         first = members[0]

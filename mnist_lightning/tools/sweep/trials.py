@@ -85,7 +85,9 @@ def bare_argv() -> Iterator[None]:
 def check_params(spec: SweepSpec, fit_args: list[str]) -> None:
     """Before any training: the fit options alone, then each parameter at both ends of its range and at each
     of its choices, parsed and built (model and data) by the same CLI as ``fit``, so a misspelt option name
-    or a value the model refuses is reported with the parameter named, and nothing has run yet."""
+    or a value the model refuses is reported with the parameter named, and nothing has run yet. A value
+    refused alone is tried again with the other parameters at their first values: it may need one of them
+    (``data.fold`` needs ``data.folds``)."""
     if any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in fit_args):
         raise UserError("a sweep's trials start from scratch; leave out --ckpt_path.")
     with bare_argv():
@@ -93,16 +95,19 @@ def check_params(spec: SweepSpec, fit_args: list[str]) -> None:
     for parser in (probe.parser, *compat.subcommand_parsers(probe).values()):
         parser.exit_on_error = False
     for param in spec.params:
+        others = [
+            option for other in spec.params if other is not param
+            for option in other.options(other.probe_values()[0])
+        ]  # fmt: skip
         for value in param.probe_values():
             options = param.options(value)
-            try:
-                with bare_argv(), silenced():
-                    probe.parse_arguments(probe.parser, ["fit", *fit_args, *options])
-                    probe.instantiate_classes()
-            except UserError as err:
-                raise UserError(f"{spec.path}: params.{param.key} = {value!r}: {err}") from None
-            except (ArgumentError, TypeError, ValueError) as err:
-                message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            error = _refusal(probe, [*fit_args, *options])
+            if error is not None and others and _refusal(probe, [*fit_args, *others, *options]) is None:
+                continue  # accepted with the other parameters' values
+            if isinstance(error, UserError):
+                raise UserError(f"{spec.path}: params.{param.key} = {value!r}: {error}") from None
+            if error is not None:
+                message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
                 unknown = re.search(
                     r"Option '[^']+' is not accepted|[Uu]nrecognized arguments?: \S+", message
                 )
@@ -115,6 +120,17 @@ def check_params(spec: SweepSpec, fit_args: list[str]) -> None:
                 raise UserError(
                     f"{spec.path}: params.{param.key} = {value!r} is not accepted: {message[:400]}"
                 ) from None
+
+
+def _refusal(probe: ProbeCLI, args: list[str]) -> Exception | None:
+    """What parsing ``fit ARGS`` and building its model and data raises, or None."""
+    try:
+        with bare_argv(), silenced():
+            probe.parse_arguments(probe.parser, ["fit", *args])
+            probe.instantiate_classes()
+    except (UserError, ArgumentError, TypeError, ValueError) as err:
+        return err
+    return None
 
 
 class BestMetric(Callback):

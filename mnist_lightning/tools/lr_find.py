@@ -1,0 +1,178 @@
+"""``python -m mnist_lightning lr_find``: Lightning's learning-rate range test on the configured recipe.
+
+The recipe is built by the same LightningCLI path as ``fit`` (``cli.build_cli``: every config, option and
+check), then Lightning's ``Tuner(trainer).lr_find`` trains it for a few steps while the learning rate grows
+from ``--min_lr`` to ``--max_lr``, with the optimizer exactly as the config builds it. Lightning's finder
+sets the rate in the optimizer's ``param_groups``; it needs an ``lr`` attribute on the model only to write
+its suggestion back (``update_attr``), which is what fails for an optimizer given as class path and init
+args, so this command leaves that off and prints the option to pass instead. A configured scheduler is
+left out during the search (the finder drives the rate itself, and OneCycleLR would also cycle Adam's
+betas). Nothing is logged, checkpointed or written into a run's folder: the plot and the points go to a
+folder of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+from pathlib import Path
+
+from mnist_lightning.cli.console import CommandParser, program_name
+from mnist_lightning.cli.lightning_cli import MNISTLightningCLI, build_cli
+from mnist_lightning.cli.quiet import quiet
+from mnist_lightning.errors import UserError
+from mnist_lightning.schema import class_name
+
+SKIP = 10  # the first steps, left out of the suggestion (Lightning's skip_begin)
+ROOT = Path("lightning_logs") / "lr_find"  # the searches' folders, version_N, unless --dir names one
+
+USAGE = "{program} lr_find --config CONFIG [--config ...] [--dir FOLDER] [--min_lr X] [--max_lr X]\n" \
+    "       [--num_training N] [fit options, e.g. --data.batch_size 128]"  # fmt: skip
+EPILOG = """\
+Any other option (--config files, --data.data_dir ...) is a 'fit' option (see: {program} fit --help): the
+search runs the recipe they configure. It prints the suggested rate (the steepest fall of the loss) and the
+options that train with it; with a OneCycleLR scheduler, its peak max_lr: a tenth of the rate at the lowest
+loss (the steepest fall is a low peak for one cycle). lr_find.png and lr_find.csv (rate, loss) go to --dir."""
+
+
+def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = CommandParser(
+        "lr_find",
+        usage=USAGE.replace("{program}", program_name()),
+        description="Find a learning rate for the configured recipe: Lightning's learning-rate range test "
+        "with the config's optimizer, its loss-vs-rate plot and a suggested rate.",
+        epilog=EPILOG.replace("{program}", program_name()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--dir", help="where the plot goes (default: lightning_logs/lr_find/version_N)")
+    parser.add_argument("--min_lr", type=float, default=1e-6, help="the first rate tried (default: 1e-6)")
+    parser.add_argument("--max_lr", type=float, default=1.0, help="the last rate tried (default: 1)")
+    parser.add_argument(
+        "--num_training", type=int, default=100, help="training steps, one rate each (default: 100)"
+    )
+    return parser.parse_known_args(args)
+
+
+class LRFindCLI(MNISTLightningCLI):
+    """``fit``'s parser, checks and objects, with ``Tuner.lr_find`` run instead of ``Trainer.fit``."""
+
+    def __init__(self, *args, options: argparse.Namespace, **kwargs) -> None:
+        self.options = options
+        self.folder = Path(options.dir or ROOT)  # lr_find.png's: a new version_N of ROOT, chosen by rank 0
+        self.scheduler: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def adjust_config(self, subcommand, config) -> None:
+        scheduler = config.model.get("scheduler")
+        self.scheduler = class_name(scheduler.get("class_path")) if scheduler else None
+        config.model.scheduler = None
+        trainer = config.trainer
+        trainer.logger, trainer.callbacks, trainer.enable_checkpointing = False, [], False
+        trainer.default_root_dir = str(self.folder)  # where the finder keeps the initial weights meanwhile
+        trainer.max_epochs, trainer.max_steps = None, self.options.num_training
+        self.save_config_callback = None  # a config.yaml would make the folder look like a run's
+
+    def fit(self, model, datamodule=None, **_) -> None:
+        """Run by LightningCLI in place of ``Trainer.fit`` (a CLI method named as the subcommand)."""
+        from lightning.pytorch.tuner import Tuner
+
+        finder = Tuner(self.trainer).lr_find(
+            model, datamodule=datamodule, min_lr=self.options.min_lr, max_lr=self.options.max_lr,
+            num_training=self.options.num_training, update_attr=False,
+        )  # fmt: skip
+        if finder is None:
+            raise UserError("lr_find runs no search with trainer.fast_dev_run; leave that out.")
+        if self.trainer.is_global_zero:
+            self.report(finder, type(self.trainer.optimizers[0]).__name__)
+
+    def report(self, finder, optimizer: str) -> None:
+        """The points (lr_find.csv), the plot (lr_find.png) and the suggestion."""
+        if not self.options.dir:
+            self.folder = next_folder(ROOT)
+        points = list(zip(finder.results["lr"], finder.results["loss"], strict=True))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "lr_find.csv").open("w", newline="") as file:
+            csv.writer(file).writerows([("lr", "loss"), *points])
+        suggestion = finder.suggestion(skip_begin=SKIP)
+        lowest = min(
+            (i for i in range(SKIP, len(points)) if math.isfinite(points[i][1])),
+            key=lambda i: points[i][1], default=None,
+        )  # fmt: skip
+        peak = points[lowest][0] / 10 if lowest is not None and self.scheduler == "OneCycleLR" else None
+        self.draw(finder, optimizer, points if lowest is None else points[: lowest + 1], suggestion, peak)
+        left_out = (
+            f"; the scheduler {self.scheduler} was left out during the search" if self.scheduler else ""
+        )
+        print(
+            f"Learning-rate range test: {optimizer} as configured, {len(points)} steps from "
+            f"{self.options.min_lr:g} to {self.options.max_lr:g}{left_out}.\n"
+            f"Loss by rate: {self.folder / 'lr_find.png'} (points: lr_find.csv)"
+        )
+        if suggestion is None or lowest is None:
+            raise UserError(
+                f"too few steps to suggest a rate ({len(points)}: the loss diverged at once, or the data has "
+                f"too few batches); try a lower --max_lr or more --num_training steps."
+            )
+        rate = f"{suggestion:.2g}"
+        print(f"Suggested learning rate: {rate} (where the loss falls fastest)")
+        options = f"--model.optimizer.init_args.lr {rate}"
+        if peak is not None:  # the schedule sets the rate from max_lr, up to it and down again
+            where = f"a tenth of the rate at the lowest loss, {points[lowest][0]:.2g}"
+            print(f"OneCycleLR's peak (max_lr): {peak:.2g}, {where}")
+            options = (
+                f"--model.optimizer.init_args.lr {peak:.2g} --model.scheduler.init_args.max_lr {peak:.2g}"
+            )
+        print(f"Train with it: {options}")
+
+    def draw(
+        self,
+        finder,
+        optimizer: str,
+        before_lowest: list[tuple[float, float]],
+        suggestion: float | None,
+        peak: float | None,
+    ) -> None:
+        """Lightning's plot of the loss by rate (the suggestion marked), cut above the loss before the lowest
+        point so the blow-up past it does not flatten the rest; OneCycleLR's peak as a dashed line."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(7, 4.5), layout="constrained")
+        FigureCanvasAgg(figure)
+        ax = figure.subplots()
+        finder.plot(suggest=True, ax=ax)
+        losses = [loss for _, loss in before_lowest if math.isfinite(loss)]
+        if losses:
+            ax.set_ylim(0.95 * min(losses), 1.15 * max(losses))
+        if peak is not None:
+            ax.axvline(peak, color="tab:green", linestyle="--", label=f"OneCycleLR max_lr {peak:.2g}")
+            ax.legend(frameon=False)
+        suggested = f" (red: the suggestion, {suggestion:.2g})" if suggestion else ""
+        ax.set_title(f"{optimizer}: loss by learning rate over {len(finder.results['lr'])} steps{suggested}")
+        ax.grid(alpha=0.3, which="both")
+        figure.savefig(self.folder / "lr_find.png", dpi=100)
+
+
+def next_folder(root: Path) -> Path:
+    taken = {path.name for path in root.glob("version_*")}
+    return root / next(f"version_{n}" for n in range(len(taken) + 1) if f"version_{n}" not in taken)
+
+
+def main(args: list[str]) -> None:
+    options, fit_args = parse_args(list(args))
+    if any(arg == "--ckpt_path" or arg.startswith("--ckpt_path=") for arg in fit_args):
+        raise UserError("lr_find starts from the recipe's initial weights; leave out --ckpt_path.")
+    if not 0 < options.min_lr < options.max_lr:
+        raise UserError(
+            f"--min_lr and --max_lr must be 0 < min < max, got {options.min_lr}, {options.max_lr}."
+        )
+    if options.num_training < 2:
+        raise UserError(f"--num_training must be at least 2, got {options.num_training}.")
+    from mnist_lightning.cli.checks import check_config_files
+    from mnist_lightning.cli.process import prepare_process
+
+    prepare_process()
+    check_config_files(fit_args)
+    with quiet():
+        build_cli(["fit", *fit_args], cli_class=LRFindCLI, options=options)
