@@ -91,7 +91,7 @@ def test_one_line_per_run_with_the_values_written(logs, tmp_path, drawn):
     accuracy, rate = figure.axes[:2]
     labels = [line.get_label() for line in accuracy.get_lines()]
     assert labels == [  # the settings that differ, as the table shows them
-        f"{name} lr={lr:g} data.seed={seed} seed_everything={seed}" for name, (lr, seed) in SETTINGS.items()
+        f"{name} optimizer.lr={lr:g} data.seed={seed} seed={seed}" for name, (lr, seed) in SETTINGS.items()
     ]
     for line, name in zip(accuracy.get_lines(), SETTINGS, strict=True):
         assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == VAL_ACC[name]
@@ -110,7 +110,10 @@ def test_group_draws_each_configuration_with_its_mean_and_band(logs, tmp_path, d
     assert "of 2 configuration(s) of 4 runs" in stdout
     [figure] = drawn
     axes = figure.axes[0]
-    assert [line.get_label() for line in axes.get_lines()] == ["lr=0.001 (n=2)", "lr=0.01 (n=2)"]
+    assert [line.get_label() for line in axes.get_lines()] == [
+        "optimizer.lr=0.001 (n=2)",
+        "optimizer.lr=0.01 (n=2)",
+    ]
     for line, band, members in zip(axes.get_lines(), axes.collections, ("ab", "cd"), strict=True):
         values = [[VAL_ACC[name][epoch] for name in members] for epoch in range(3)]
         assert list(line.get_ydata()) == [statistics.fmean(epoch) for epoch in values]
