@@ -169,7 +169,7 @@ class MNISTLightningCLI(LightningCLI):
             net.class_path = current_class_path(net.class_path)
         if self.requested_net is not None and describe_net(net) != describe_net(self.requested_net):
             say(
-                f"The checkpoint holds a {describe_net(config.model.net)}; it is used instead of the "
+                f"The checkpoint's network, {describe_net(config.model.net)}, is used instead of the "
                 f"{describe_net(self.requested_net)} the config asked for."
             )
         if config.trainer.get("enable_checkpointing") is False:

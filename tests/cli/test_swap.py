@@ -80,7 +80,7 @@ def test_a_persons_own_network_trains_tests_and_predicts_like_the_built_in_ones(
             cwd=tmp_path,
         )
         assert status == 0, stderr[-3000:]
-        assert "The checkpoint holds a TinyNet(width=24); it is used instead of the MLP(" in stdout
+        assert "The checkpoint's network, TinyNet(width=24), is used instead of the MLP(" in stdout
         assert list((tmp_path / "lightning_logs").rglob(output))
 
 
@@ -94,7 +94,7 @@ def test_a_convnet_checkpoint_tests_with_the_default_config_alone(tmp_path, tiny
         "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", checkpoint, cwd=tmp_path
     )
     assert status == 0, stderr[-3000:]
-    assert "The checkpoint holds a ConvNet(channels=[4, 8]" in stdout
+    assert "The checkpoint's network, ConvNet(channels=[4, 8]" in stdout
 
 
 @pytest.mark.parametrize("dataset", ["FashionMNIST", "KMNIST"])

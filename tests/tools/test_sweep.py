@@ -110,7 +110,7 @@ def test_pruner_stops_a_trial_early(tmp_path, tiny_data):
     assert trial.state.name == "PRUNED" and sorted(trial.intermediate_values) == [0, 1]
     summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
     assert summary["status"] == "pruned" and summary["epochs"] == 1  # stopped in its 2nd epoch of 4
-    assert "trial 0 pruned" in out and "Pruned: 1 trials" in out
+    assert "trial 0 pruned" in out and "Pruned: 1 trial," in out
     assert "No trial has completed yet" in out
 
 

@@ -18,7 +18,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_lightning import compat
 from mnist_lightning.cli.lightning_cli import build_cli
-from mnist_lightning.tools.sweep.report import BEST_CKPT, EPOCHS, FIT_SECONDS, RUN_DIR, TEST_ACC
+from mnist_lightning.tools.sweep.report import BEST_CKPT, EPOCHS, FIT_SECONDS, RUN_DIR, TEST_ACC, plural
 from mnist_lightning.tools.sweep.spec import SweepSpec, make_sampler
 from mnist_lightning.tools.sweep.storage import RetryTrial, claim, fail_dead_trials
 from mnist_lightning.tools.sweep.trials import BestMetric, TrialCLI, bare_argv
@@ -124,7 +124,7 @@ class Sweep:
         test = f", test_acc {attrs[TEST_ACC]:.4f}" if TEST_ACC in attrs else ""
         print(
             f"trial {trial.number} {trial.state.name.lower()}: {self.spec.metric} {value} after "
-            f"{attrs.get(EPOCHS, 0)} epochs, {attrs.get(FIT_SECONDS, 0):.1f} s{test}  [{params}]",
+            f"{plural(attrs.get(EPOCHS, 0), 'epoch')}, {attrs.get(FIT_SECONDS, 0):.1f} s{test}  [{params}]",
             flush=True,
         )
 

@@ -19,6 +19,13 @@ RUN_DIR, BEST_CKPT, EPOCHS, FIT_SECONDS, TEST_ACC = (
     "fit_seconds",
     "test_acc",
 )
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 PLOTS = ("optimization_history.png", "param_importances.png", "parallel_coordinate.png", "slice.png")
 
 
@@ -35,7 +42,7 @@ def report(study, spec: SweepSpec, sweep_dir: Path) -> None:
     pruned = [trial for trial in trials if trial.state == TrialState.PRUNED]
     if pruned:
         epochs = sum(int(trial.user_attrs.get(EPOCHS, 0)) for trial in pruned)
-        print(f"Pruned: {len(pruned)} trials, stopped after {epochs} epochs in all.")
+        print(f"Pruned: {plural(len(pruned), 'trial')}, stopped after {plural(epochs, 'epoch')} in all.")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = write_trials_csv(trials, sweep_dir / "trials.csv")
     print(f"Trials: {path}")
