@@ -99,6 +99,8 @@ def test_pruner_stops_a_trial_early(tmp_path, tiny_data):
     # val_acc is never above 1.1: the threshold pruner prunes at the first report after its one warm-up epoch
     pruner = {"name": "ThresholdPruner", "args": {"lower": 1.1, "n_warmup_steps": 1}}
     sweep_file = write_sweep(tmp_path, "pruned", trials=1, pruner=pruner)
+    import lightning.pytorch  # noqa: F401  (importing it sets its loggers' level: the level to come back to)
+
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels, filters = [logger.level for logger in loggers], list(warnings.filters)
     status, out, err = run_sweep(*sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=4"), cwd=tmp_path)
