@@ -43,7 +43,7 @@ from mnist_lightning.cli.console import (
     program_name,
 )
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
-from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, ignore_warnings, quiet
+from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, RESUME_WARNINGS, ignore_warnings, quiet
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import num_classes_of
 from mnist_lightning.errors import UserError, first_line
@@ -207,6 +207,8 @@ class MNISTLightningCLI(LightningCLI):
         check_log_dir(trainer)
         if self.subcommand in EVALUATIONS:  # the checkpoint's ModelCheckpoint bookkeeping is not used
             ignore_warnings(EVALUATION_WARNINGS)
+        elif self.config[self.subcommand].get("ckpt_path"):  # resuming: the run's checkpoints are expected
+            ignore_warnings(RESUME_WARNINGS)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         if trainer.checkpoint_callback is not None:  # checkpointing is on: also save one on Ctrl-C/SIGTERM

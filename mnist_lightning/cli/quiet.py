@@ -24,6 +24,8 @@ IRRELEVANT_WARNINGS = (
     # ShardedBatchSampler never drops a sample, so the warning does not apply
     (r"You are using a custom batch sampler `ShardedBatchSampler`", r"lightning\.pytorch\."),
 )
+# resuming a run (fit --ckpt_path): its checkpoint folder holds the run's earlier checkpoints, as it should
+RESUME_WARNINGS = ((r"Checkpoint directory .* exists and is not empty", r"lightning\.pytorch\."),)
 # evaluating a checkpoint: its ModelCheckpoint's "best" bookkeeping is not used, so neither its folder nor
 # whether the evaluation's callbacks are those that wrote it matter
 EVALUATION_WARNINGS = (
@@ -49,6 +51,10 @@ class _DropRecords(logging.Filter):
 
 # adverts for a logger and a model registry this project does not use
 ADVERT = _DropRecords("💡 Tip: For seamless cloud logging", "💡 Tip: For seamless cloud uploads")
+# Lightning's echoes of a setting: that an integer limit_*_batches of 1 is one batch (the command line reads a
+# whole number as a batch count, as the docs say), and that a one-cycle schedule's length needed the training
+# loader (built here from tensors in memory, at no cost)
+ECHOES = _DropRecords("`Trainer(limit_", "Loading `train_dataloader` to estimate number of stepping batches")
 # the learning-rate finder's checkpoint of the initial weights, its own and deleted at once: the full state
 # is meant, so the notice that weights_only defaults to False does not apply
 FINDER_CHECKPOINT = _DropRecords("`weights_only` was not set, defaulting to `False`.")
@@ -89,11 +95,13 @@ def quiet() -> Iterator[None]:
         # Lightning's to update, nothing a user of this project can change
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"lightning\.pytorch\.cli")
         rank_zero.addFilter(ADVERT)
+        rank_zero.addFilter(ECHOES)
         checkpoints.addFilter(FINDER_CHECKPOINT)
         try:
             yield
         finally:
             rank_zero.removeFilter(ADVERT)
+            rank_zero.removeFilter(ECHOES)
             checkpoints.removeFilter(FINDER_CHECKPOINT)
 
 

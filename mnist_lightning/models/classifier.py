@@ -61,6 +61,8 @@ class MNISTClassifier(L.LightningModule):
         self.train_acc = TrainAccuracy()
         self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(2))
         self.val_acc_best = 0.0
+        # one image: the model summary shows each layer's FLOPs and shapes for it (not a column of zeros)
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
