@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,26 @@ def list_runs(*args: str) -> str:
     return out.getvalue()
 
 
-def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_data):
+@dataclass
+class LogFolder:
+    """A log folder holding a finished and tested run, one interrupted before its summary, one killed while
+    training, and a sweep of two trials."""
+
+    logs: Path
+    best: str  # the finished run's best checkpoint
+    test_acc: float  # and its test accuracy
+    summary: dict  # and its summary.json
+
+    def rows(self) -> dict[str, dict[str, str]]:
+        return {
+            row["run"]: row
+            for row in csv.DictReader(io.StringIO(list_runs(str(self.logs), "--format", "csv")))
+        }
+
+
+@pytest.fixture(scope="module")
+def log_folder(tmp_path_factory, tiny_data) -> LogFolder:
+    tmp_path = tmp_path_factory.mktemp("runs")
     status, out, err = run_main(
         "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=tmp_path
     )
@@ -64,28 +84,53 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     sweep_file = write_sweep(tmp_path, "s", trials=2)
     status, _, err = run_sweep(*sweep_args(sweep_file, tiny_data), cwd=tmp_path)
     assert status == 0, err[-3000:]
+    return LogFolder(logs, best, test_acc, summary)
 
-    rows = {row["run"]: row for row in csv.DictReader(io.StringIO(list_runs(str(logs), "--format", "csv")))}
+
+def test_every_run_is_listed_finished_interrupted_killed_and_swept(log_folder):
+    rows = log_folder.rows()
     assert set(rows) == {"version_0", "version_2", "version_3", "sweeps/s/trial_0", "sweeps/s/trial_1"}
-    finished = rows["version_0"]
+
+
+def test_a_finished_and_tested_run_shows_its_results(log_folder):
+    finished = log_folder.rows()["version_0"]
     assert finished["status"] == "finished" and finished["epochs"] == "1"
-    assert float(finished["val_acc"]) == summary["best_score"] and float(finished["test_acc"]) == test_acc
-    assert finished["best_checkpoint"] == best and float(finished["fit_s"]) > 0
-    assert finished["data.batch_size"] == "32" and "data.dataset" not in finished  # the same in all: none
-    assert (rows["version_2"]["status"], rows["version_2"]["val_acc"]) == ("interrupted", "0.4375")
-    assert rows["version_2"]["epochs"] == ">=3" and rows["version_2"]["test_acc"] == ""
-    assert (rows["version_3"]["status"], rows["version_3"]["data.batch_size"]) == ("running/killed", "16")
-    study = json.loads(json.dumps([rows[f"sweeps/s/trial_{n}"] for n in (0, 1)]))
+    assert float(finished["val_acc"]) == log_folder.summary["best_score"]
+    assert float(finished["test_acc"]) == log_folder.test_acc
+    assert finished["best_checkpoint"] == log_folder.best and float(finished["fit_s"]) > 0
+
+
+def test_a_run_interrupted_before_its_summary_is_read_from_its_config_and_checkpoints(log_folder):
+    interrupted = log_folder.rows()["version_2"]
+    assert (interrupted["status"], interrupted["val_acc"]) == ("interrupted", "0.4375")
+    assert interrupted["epochs"] == ">=3" and interrupted["test_acc"] == ""
+
+
+def test_a_run_killed_while_training_shows_as_running_or_killed(log_folder):
+    killed = log_folder.rows()["version_3"]
+    assert (killed["status"], killed["data.batch_size"]) == ("running/killed", "16")
+
+
+def test_swept_trials_show_their_sampled_settings(log_folder):
+    rows = log_folder.rows()
+    study = [rows[f"sweeps/s/trial_{n}"] for n in (0, 1)]
     assert all(row["status"] == "finished" for row in study)
     assert study[0]["optimizer.lr"] != study[1]["optimizer.lr"]  # sampled, from each trial's config.yaml
-    assert "seed" not in rows["version_0"]  # a column only where runs differ
+
+
+def test_a_setting_is_a_column_only_where_runs_differ(log_folder):
+    rows = log_folder.rows()
+    assert rows["version_0"]["data.batch_size"] == "32" and "data.dataset" not in rows["version_0"]
+    assert "seed" not in rows["version_0"]
     # a scheduler's arguments: only those set differently between the runs that use it
     assert [rows[name]["scheduler"] for name in ("version_0", "version_2")] == ["", "OneCycleLR"]
     max_lr = "scheduler.max_lr"
     assert (rows["version_2"][max_lr], rows["version_3"][max_lr]) == ("0.02", "0.01")
     assert "scheduler.total_steps" not in rows["version_0"]
 
-    # sorting, filtering, grouping, markdown
+
+def test_runs_sort_filter_group_and_markdown(log_folder):
+    logs = log_folder.logs
     by_acc = list(csv.DictReader(io.StringIO(list_runs(str(logs), "--format", "csv", "--sort=-val_acc"))))
     accs = [float(row["val_acc"]) for row in by_acc if row["val_acc"]]
     assert accs == sorted(accs, reverse=True) and by_acc[-1]["val_acc"] == ""
@@ -99,16 +144,17 @@ def test_runs_lists_finished_tested_interrupted_and_swept_runs(tmp_path, tiny_da
     markdown = list_runs(str(logs), "--format", "markdown", "--filter", "version_0")
     assert (
         markdown.splitlines()[0].startswith("| run | when | status |")
-        and f"{100 * test_acc:.2f}%" in markdown
+        and f"{100 * log_folder.test_acc:.2f}%" in markdown
     )
 
-    # the same table from a process that never imports torch or Lightning
+
+def test_runs_lists_the_table_without_importing_torch_or_lightning(log_folder):
     check = (
         "import sys; from mnist_lightning.cli.main import main; main(['runs', sys.argv[1]]); "
         "assert not {'torch', 'lightning'} & set(sys.modules), 'runs imported torch or lightning'"
     )
     result = subprocess.run(
-        [sys.executable, "-c", check, str(logs)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", check, str(log_folder.logs)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     assert "running/killed" in result.stdout and "interrupted" in result.stdout
