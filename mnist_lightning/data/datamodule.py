@@ -206,8 +206,10 @@ class MNISTDataModule(L.LightningDataModule):
         )
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        """Distort training batches with ``augment``; every other batch passes unchanged."""
-        if self.augment is None or self.trainer is None or not self.trainer.training:
+        """Distort training batches with ``augment``; every other batch passes unchanged, and so does the
+        model's example image, which Lightning sends through this hook too when it summarizes the model."""
+        is_pair = isinstance(batch, (tuple, list)) and len(batch) == 2
+        if self.augment is None or self.trainer is None or not self.trainer.training or not is_pair:
             return batch
         images, labels = batch
         return self.augment(images), labels

@@ -35,7 +35,7 @@ def test_kfold_sweep_validates_on_each_fold_and_runs_groups_the_folds_in_one_row
     assert status == 0, stderr
     rows = list(csv.DictReader(io.StringIO(stdout)))
     assert len(rows) == 5 and len({row["val_acc"] for row in rows}) > 1, "each fold its own val_acc"
-    status, stdout, stderr = run_main("runs", str(sweep), "--group", cwd=tmp_path)
+    status, stdout, stderr = run_main("runs", str(sweep), "--group", "--wide", cwd=tmp_path)
     assert status == 0, stderr
     header, *grouped = stdout.splitlines()
     assert len(grouped) == 1 and "±" in grouped[0], stdout  # one configuration: mean ± sd over the folds
