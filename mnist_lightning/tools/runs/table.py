@@ -42,29 +42,36 @@ def hparam_keys(runs: list[Run]) -> list[str]:
     return keys
 
 
+def commit_column(runs: list[Run]) -> list[str]:
+    """``["commit"]`` when a run knows its code's commit (its provenance), else none."""
+    return ["commit"] if any(run.commit for run in runs) else []
+
+
 def run_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
     keys = hparam_keys(runs)
     rows = []
     for run in runs:
-        row = {"run": run.name, "when": run.when, "status": run.status, **run.hparams}
+        row = {"run": run.name, "when": run.when, "status": run.status, "commit": run.commit, **run.hparams}
         row.update(epochs=run.epochs, val_acc=run.val_acc, test_acc=run.test_acc, fit_s=run.fit_s)
         row["best_checkpoint"] = run.best_checkpoint
         rows.append(row)
     shown = differing([run.hparams for run in runs], keys)
-    return rows, ["run", "when", "status", *shown, *RESULT_COLUMNS]
+    return rows, ["run", "when", "status", *commit_column(runs), *shown, *RESULT_COLUMNS]
 
 
 def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per configuration (all hyperparameters but the seeds): mean ± sd of the results."""
+    """One row per configuration (all hyperparameters but the seeds) and commit: mean ± sd of the results.
+    Runs of different code are never averaged together."""
     keys = [key for key in hparam_keys(runs) if key not in SEED_COLUMNS]
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        identity = json.dumps([run.hparams.get(key) for key in keys], default=str)
+        identity = json.dumps([run.commit, *(run.hparams.get(key) for key in keys)], default=str)
         groups.setdefault(identity, []).append(run)
     rows = []
     for members in groups.values():
         first = members[0]
         row = {"runs": len(members), "run": _common_name([member.name for member in members])}
+        row["commit"] = first.commit
         row.update({key: first.hparams.get(key) for key in keys})
         for column in ("val_acc", "test_acc", "fit_s"):
             row[column] = _mean_sd([getattr(member, column) for member in members])
@@ -72,7 +79,7 @@ def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
         row["when"] = min(member.when or 0 for member in members)
         rows.append(row)
     shown = differing([members[0].hparams for members in groups.values()], keys)
-    return rows, ["run", "runs", *shown, "epochs", "val_acc", "test_acc", "fit_s"]
+    return rows, ["run", "runs", *commit_column(runs), *shown, "epochs", "val_acc", "test_acc", "fit_s"]
 
 
 @dataclass
