@@ -104,6 +104,12 @@ def tensorboard_experiment_if_open(logger: Any) -> Any:
     return logger._experiment
 
 
+def mlflow_tracking_uri(logger: Any) -> str:
+    """The tracking URI an MLFlowLogger logs to (``_tracking_uri``, lightning 2.6: no public accessor; its
+    ``save_dir`` gives only a ``file:`` store's folder), recorded so an evaluation finds the run again."""
+    return logger._tracking_uri
+
+
 # --- Optuna 4.x-5.x ----------------------------------------------------------------------------------------
 
 

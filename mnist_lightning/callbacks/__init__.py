@@ -9,6 +9,7 @@ from mnist_lightning.callbacks.provenance import Provenance
 from mnist_lightning.callbacks.run_summary import RunSummary
 from mnist_lightning.callbacks.test_metrics import TestMetricsWriter
 from mnist_lightning.callbacks.test_report import TestReport
+from mnist_lightning.callbacks.tracker_runs import TrackerRuns
 from mnist_lightning.callbacks.val_confusion import ValConfusionMatrix
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "RunSummary",
     "TestMetricsWriter",
     "TestReport",
+    "TrackerRuns",
     "ValConfusionMatrix",
 ]
