@@ -1,10 +1,9 @@
-"""``provenance.json``: which code, packages, machine, command and data made a run, written by the commands."""
+"""``provenance.json``: which code, packages, machine, command and data made a run, as commands write it."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,20 +14,7 @@ from mnist_lightning.callbacks import fingerprints
 
 from helpers.commands import CONFIG, QUICK
 from helpers.inprocess import run_main
-
-GIT = ("git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com")
-
-
-def git_work_tree(folder: Path) -> str:
-    """A git work tree in ``folder`` with one commit on branch ``main``; returns the commit's hash."""
-    subprocess.run([*GIT, "init", "-q", "-b", "main"], cwd=folder, check=True)
-    (folder / "experiment.yaml").write_text("trainer:\n  max_epochs: 1\n")
-    (folder / ".gitignore").write_text("lightning_logs/\n")
-    subprocess.run([*GIT, "add", "."], cwd=folder, check=True)
-    subprocess.run([*GIT, "commit", "-q", "-m", "start"], cwd=folder, check=True)
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
-    ).stdout.strip()
+from helpers.tracking import git_work_tree
 
 
 def sessions_of(folder: Path) -> list[dict]:
@@ -74,9 +60,7 @@ def test_a_fit_records_its_code_packages_machine_command_and_data(tmp_path, tiny
     }
 
 
-def test_a_resumed_fit_appends_its_session_and_a_test_writes_its_own_beside_its_results(
-    tmp_path, tiny_data
-):
+def test_a_resumed_fit_appends_its_session_and_a_test_writes_its_own_beside_its_results(tmp_path, tiny_data):
     args = ("--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK)
     status, _, stderr = run_main("fit", *args, cwd=tmp_path)
     assert status == 0, stderr[-3000:]
@@ -116,4 +100,5 @@ def test_a_data_file_is_hashed_once_until_its_size_or_time_changes(tmp_path, mon
     data.write_bytes(b"\x01" * 1000)  # the same size, a new modification time
     assert fingerprints.file_hashes([data])[0]["sha256"] == hashlib.sha256(b"\x01" * 1000).hexdigest()
     assert len(hashed) == 2
-    assert json.loads(fingerprints.hash_cache_path().read_text())["files"][str(data.resolve())]["size"] == 1000
+    cached = json.loads(fingerprints.hash_cache_path().read_text())["files"]
+    assert cached[str(data.resolve())]["size"] == 1000
