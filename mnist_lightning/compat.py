@@ -62,9 +62,14 @@ def logging_step(trainer: Any) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-def set_logging_step(trainer: Any, step: int) -> None:
-    """Log an evaluation's metrics at ``step`` (see :func:`logging_step`), e.g. its checkpoint's."""
+def set_logging_step(trainer: Any, step: int, epoch: int | None = None) -> None:
+    """Log an evaluation's metrics at ``step`` (see :func:`logging_step`), e.g. its checkpoint's, and with
+    ``epoch`` as the ``epoch`` value Lightning adds to them (``trainer.current_epoch``, which is
+    ``fit_loop.epoch_progress.current.completed`` in lightning 2.6 and has no setter; an evaluation does not
+    restore it either, and a tracker run that holds the training's curves would get an epoch 0 at its end)."""
     trainer.fit_loop.epoch_loop._batches_that_stepped = step
+    if epoch is not None:
+        trainer.fit_loop.epoch_progress.current.completed = epoch
 
 
 def tensorboard_event_file(logger: Any) -> str:

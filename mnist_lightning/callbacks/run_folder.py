@@ -75,7 +75,7 @@ class RunFolder(L.Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # an evaluation logs at the step its checkpoint was saved
-            compat.set_logging_step(trainer, checkpoint.get("global_step", 0))
+            compat.set_logging_step(trainer, checkpoint.get("global_step", 0), checkpoint.get("epoch"))
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tensorboard = tensorboard_of(trainer)

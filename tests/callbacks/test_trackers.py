@@ -7,6 +7,7 @@ import re
 import sys
 
 import pytest
+import torch
 
 from helpers.commands import CONFIG, QUICK
 from helpers.inprocess import run_main
@@ -22,23 +23,27 @@ def test_mlflow_in_a_file_store_gets_the_fit_and_the_test_of_its_checkpoint(tmp_
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:./mlruns")
     args = ("--config", CONFIG, "--config", PRESETS / "mlflow.yaml", f"--data.data_dir={tiny_data}")
-    status, stdout, stderr = run_main("fit", *args, *QUICK, cwd=tmp_path)
+    status, stdout, stderr = run_main("fit", *args, *QUICK, "--trainer.max_epochs=2", cwd=tmp_path)
     assert status == 0, stderr[-3000:]
     best = tmp_path / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
     folder = tmp_path / "lightning_logs" / "version_0"
     assert best.parent == folder / "checkpoints" and (folder / "metrics.csv").is_file()
-    status, _, stderr = run_main("test", *args, "--ckpt_path", best, cwd=tmp_path)
+    last = folder / "checkpoints" / "last.ckpt"  # of the second epoch
+    status, _, stderr = run_main("test", *args, "--ckpt_path", last, cwd=tmp_path)
     assert status == 0, stderr[-3000:]
 
     store = f"file:{tmp_path / 'mlruns'}"
     assert json.loads((folder / "trackers.json").read_text())["mlflow"]["tracking_uri"] == store
     client = MlflowClient(store)
     [run] = client.search_runs([client.get_experiment_by_name("mnist-lightning").experiment_id])
-    assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "val_acc")) == 1
-    metrics = json.loads((folder / "test" / best.stem / "metrics.json").read_text())
+    assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+    metrics = json.loads((folder / "test" / "last" / "metrics.json").read_text())
     assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"])
-    tested = {entry.path for entry in client.list_artifacts(run.info.run_id, f"test/{best.stem}")}
-    assert f"test/{best.stem}/misclassified.png" in tested
+    epochs = client.get_metric_history(run.info.run_id, "epoch")  # the test's at its checkpoint's epoch
+    tested_epoch = max(epochs, key=lambda point: point.step).value
+    assert tested_epoch == torch.load(last, weights_only=True)["epoch"] == 1
+    tested = {entry.path for entry in client.list_artifacts(run.info.run_id, "test/last")}
+    assert "test/last/misclassified.png" in tested
 
 
 def test_wandb_offline_keeps_the_config_metrics_and_provenance_in_its_run_files(
