@@ -62,9 +62,14 @@ def logging_step(trainer: Any) -> int:
     return trainer.fit_loop.epoch_loop._batches_that_stepped
 
 
-def set_logging_step(trainer: Any, step: int) -> None:
-    """Log an evaluation's metrics at ``step`` (see :func:`logging_step`), e.g. its checkpoint's."""
+def set_logging_step(trainer: Any, step: int, epoch: int | None = None) -> None:
+    """Log an evaluation's metrics at ``step`` (see :func:`logging_step`), e.g. its checkpoint's, and with
+    ``epoch`` as the ``epoch`` value Lightning adds to them (``trainer.current_epoch``, which is
+    ``fit_loop.epoch_progress.current.completed`` in lightning 2.6 and has no setter; an evaluation does not
+    restore it either, and a tracker run that holds the training's curves would get an epoch 0 at its end)."""
     trainer.fit_loop.epoch_loop._batches_that_stepped = step
+    if epoch is not None:
+        trainer.fit_loop.epoch_progress.current.completed = epoch
 
 
 def tensorboard_event_file(logger: Any) -> str:
@@ -102,6 +107,12 @@ def tensorboard_experiment_if_open(logger: Any) -> Any:
     """A TensorBoardLogger's SummaryWriter if it was created (``_experiment``; ``logger.experiment`` would
     create one and a folder with it)."""
     return logger._experiment
+
+
+def mlflow_tracking_uri(logger: Any) -> str:
+    """The tracking URI an MLFlowLogger logs to (``_tracking_uri``, lightning 2.6: no public accessor; its
+    ``save_dir`` gives only a ``file:`` store's folder), recorded so an evaluation finds the run again."""
+    return logger._tracking_uri
 
 
 # --- Optuna 4.x-5.x ----------------------------------------------------------------------------------------

@@ -74,6 +74,13 @@ def test_the_hparams_summary_lands_in_the_loggers_event_file(tmp_path):
     assert events.Tags()["scalars"] == []  # the metric placeholders were not logged as points
 
 
+def test_an_mlflow_loggers_tracking_uri_is_readable(tmp_path):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert compat.mlflow_tracking_uri(MLFlowLogger(tracking_uri=uri)) == uri  # (no store opened yet)
+
+
 def test_a_studys_storage_and_a_trials_id_are_reachable():
     import optuna
 

@@ -5,9 +5,19 @@ API (``Trainer(callbacks=[TestReport(), ...]).test(model, datamodule)``).
 """
 
 from mnist_lightning.callbacks.prediction_writer import PredictionWriter
+from mnist_lightning.callbacks.provenance import Provenance
 from mnist_lightning.callbacks.run_summary import RunSummary
 from mnist_lightning.callbacks.test_metrics import TestMetricsWriter
 from mnist_lightning.callbacks.test_report import TestReport
+from mnist_lightning.callbacks.tracker_runs import TrackerRuns
 from mnist_lightning.callbacks.val_confusion import ValConfusionMatrix
 
-__all__ = ["PredictionWriter", "RunSummary", "TestMetricsWriter", "TestReport", "ValConfusionMatrix"]
+__all__ = [
+    "PredictionWriter",
+    "Provenance",
+    "RunSummary",
+    "TestMetricsWriter",
+    "TestReport",
+    "TrackerRuns",
+    "ValConfusionMatrix",
+]

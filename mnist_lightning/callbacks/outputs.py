@@ -1,4 +1,5 @@
-"""Where the evaluation callbacks write, the class names they label rows with, and the run's TensorBoard."""
+"""Where the callbacks write (a run's folder, an evaluation's), the class names they label rows with, and the
+run's TensorBoard."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from weakref import WeakKeyDictionary
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from mnist_lightning import compat
 from mnist_lightning.callbacks.progress import tell
@@ -40,16 +41,15 @@ def output_dir(trainer: L.Trainer) -> Path:
     (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path), for ``predict``
     ``.../<input>/`` (:func:`evaluation_folder`).
 
-    The run folder is the logger's ``log_dir`` (the checkpoint's own run when it lives in one, see
-    ``cli/ckpt_path.py``), or ``trainer.default_root_dir`` without a logger; a logger with a ``sub_dir`` (the
-    command line's, for an evaluation: its TensorBoard entries beside its files) logs into the folder itself.
+    The run folder is :func:`run_folder` (the checkpoint's own run when it lives in one, see
+    ``cli/ckpt_path.py``); a logger the command line pointed at the evaluation's folder
+    (:func:`logs_into_evaluation_folder`) logs into the folder itself.
     Every rank must ask, since under DDP ``log_dir`` is a broadcast. The first time a run asks for a folder
     that already holds files, rank 0 says that they are replaced.
     """
     stage = trainer.state.fn.value if trainer.state.fn is not None else "run"
-    folder = Path(trainer.log_dir or trainer.default_root_dir)
-    logger = trainer.logger
-    if not (isinstance(logger, TensorBoardLogger) and logger.sub_dir is not None):
+    folder = run_folder(trainer)
+    if not logs_into_evaluation_folder(trainer.logger):
         inputs = getattr(trainer.datamodule, "predict_path", None)
         folder = folder / evaluation_folder(stage, trainer.ckpt_path, inputs)
     announced = _ANNOUNCED.setdefault(trainer, set())
@@ -59,6 +59,21 @@ def output_dir(trainer: L.Trainer) -> Path:
         if trainer.is_global_zero and earlier:
             tell(trainer, f"Replacing the earlier {stage} results in {folder}.")
     return folder
+
+
+def run_folder(trainer: L.Trainer) -> Path:
+    """The run's folder: the first logger's ``log_dir`` (the command line puts a TensorBoard or CSV logger
+    first), or ``trainer.default_root_dir`` without a logger. Every rank must ask: a broadcast under DDP."""
+    return Path(trainer.log_dir or trainer.default_root_dir)
+
+
+def logs_into_evaluation_folder(logger: Logger | None) -> bool:
+    """Whether the command line pointed ``logger`` at an evaluation's own folder (``cli/ckpt_path.py``): a
+    TensorBoardLogger's ``sub_dir``, or a CSVLogger's ``version`` of several parts (``version_3/test/last``),
+    so that its ``metrics.csv`` is the evaluation's and the training's is left alone."""
+    if isinstance(logger, TensorBoardLogger):
+        return logger.sub_dir is not None
+    return isinstance(logger, CSVLogger) and len(Path(str(logger.version)).parts) > 1
 
 
 def writes_files(trainer: L.Trainer) -> bool:

@@ -251,10 +251,9 @@ def write_test_report(folder: str | Path, report: DrawnReport) -> None:
     imsave(folder / "misclassified.png", report.misclassified)
 
 
-def log_test_report(experiment, report: DrawnReport, step: int) -> None:
-    """Add the test confusion matrix, mistakes gallery and text report to a TensorBoard ``SummaryWriter``."""
-    experiment.add_image("test_confusion_matrix", report.confusion_matrix, step, dataformats="HWC")
-    experiment.add_image("test_misclassified", report.misclassified, step, dataformats="HWC")
-    # TensorBoard renders text as Markdown: indenting by four spaces keeps the columns aligned
-    text = "\n".join("    " + line for line in format_classification_report(report.numbers).splitlines())
-    experiment.add_text("test_classification_report", text, step)
+def log_test_report(tracker, report: DrawnReport, step: int) -> None:
+    """Add the test confusion matrix, mistakes gallery and text report to a logger (a ``Tracker`` of
+    ``callbacks/trackers.py``)."""
+    tracker.add_image("test_confusion_matrix", report.confusion_matrix, step)
+    tracker.add_image("test_misclassified", report.misclassified, step)
+    tracker.add_text("test_classification_report", format_classification_report(report.numbers), step)

@@ -1,5 +1,6 @@
 """A run's folder: evaluations kept with the run they evaluate, hyperparameters for TensorBoard's HPARAMS
-tab, the config saved where it belongs, and no folder left behind by a run that failed before it trained."""
+tab (each logger's summary of them), the config saved where it belongs, and no folder left behind by a run
+that failed before it trained."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from mnist_lightning.callbacks.outputs import (
     tensorboard_of,
     writes_files,
 )
+from mnist_lightning.callbacks.trackers import trackers_of
 
 HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ranks runs by
 RUN_FILES = ("hparams.yaml", "summary.json")  # a folder holding one of these is a run's folder
@@ -48,17 +50,17 @@ class RunFolder(L.Callback):
 
     def note_new_folder(self, trainer: L.Trainer) -> None:
         """Called before the run starts (the Trainer creates the logger's folder before any callback hook)."""
-        if trainer.loggers and trainer.is_global_zero and trainer.loggers[0].log_dir:
-            folder = Path(trainer.loggers[0].log_dir)
+        log_dir = trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
+        if trainer.is_global_zero and log_dir:
+            folder = Path(log_dir)
             while not folder.parent.exists():  # the outermost folder this run creates
                 folder = folder.parent
             self.folder = None if folder.exists() else folder
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        tensorboard = tensorboard_of(trainer)
-        if tensorboard is None or not trainer.is_global_zero:
-            return
-        compat.add_hparams_summary(tensorboard, self.hyperparameters, HPARAMS_METRICS, trainer.global_step)
+        if trainer.is_global_zero:
+            for tracker in trackers_of(trainer):
+                tracker.add_hyperparameters(self.hyperparameters, HPARAMS_METRICS, trainer.global_step)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         tensorboard = tensorboard_of(trainer)
@@ -73,7 +75,7 @@ class RunFolder(L.Callback):
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
         if trainer.state.fn != TrainerFn.FITTING:  # an evaluation logs at the step its checkpoint was saved
-            compat.set_logging_step(trainer, checkpoint.get("global_step", 0))
+            compat.set_logging_step(trainer, checkpoint.get("global_step", 0), checkpoint.get("epoch"))
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         tensorboard = tensorboard_of(trainer)

@@ -10,8 +10,9 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import class_names, log_step, output_dir, tensorboard_of, writes_files
+from mnist_lightning.callbacks.outputs import class_names, log_step, output_dir, writes_files
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.callbacks.trackers import showing_images
 
 GALLERY_SIZE = 32
 
@@ -78,7 +79,7 @@ class MostConfidentMistakes(Metric):
 class TestReport(L.Callback):
     """After ``test``: the classification report printed, and written with the confusion matrix and a gallery
     of the most confident mistakes (``report.REPORT_FILES``) into the run's folder; the same pictures and
-    text go to TensorBoard when the run has a TensorBoard logger.
+    text go to each logger that shows pictures (TensorBoard, MLflow, W&B; ``callbacks/trackers.py``).
 
     Counted from the logits ``test_step`` returns, over all devices (rank 0 draws and writes). Rows and
     axes are labelled with the data module's class names.
@@ -133,6 +134,5 @@ class TestReport(L.Callback):
         report.write_test_report(folder, drawn)
         tell(trainer, report.format_classification_report(drawn.numbers).rstrip("\n"))
         tell(trainer, f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
-        tensorboard = tensorboard_of(trainer)
-        if tensorboard is not None:
-            report.log_test_report(tensorboard.experiment, drawn, log_step(trainer))
+        for tracker in showing_images(trainer):
+            report.log_test_report(tracker, drawn, log_step(trainer))

@@ -1,4 +1,4 @@
-"""A validation confusion matrix per epoch in TensorBoard."""
+"""A validation confusion matrix per epoch, for each logger that shows pictures."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_lightning.callbacks.outputs import class_names, log_step, tensorboard_of
+from mnist_lightning.callbacks.outputs import class_names, log_step
+from mnist_lightning.callbacks.trackers import showing_images
 
 
 class ValConfusionMatrix(L.Callback):
-    """Adds each epoch's validation confusion matrix to TensorBoard as a labelled image.
+    """Adds each epoch's validation confusion matrix as a labelled image to each logger that shows pictures
+    (TensorBoard, MLflow, W&B; ``callbacks/trackers.py``).
 
     Counted from the logits ``validation_step`` returns, over all devices; drawn by rank 0 with the counts,
-    the class names and the accuracy (in milliseconds), not for the sanity check, and not at all without a
-    TensorBoard logger. TensorBoard keeps 10 images of a tag (its ``--samples_per_plugin`` default), so
+    the class names and the accuracy (in milliseconds), not for the sanity check, and not at all without
+    such a logger (CSV alone). TensorBoard keeps 10 images of a tag (its ``--samples_per_plugin`` default), so
     training logs ten epochs per tag, ``val_confusion_matrix/epochs_000-009``, ``.../epochs_010-019``, ...:
     every epoch's image is kept, each tag's slider going through its ten. ``validate`` logs one,
     ``val_confusion_matrix``.
@@ -34,7 +36,7 @@ class ValConfusionMatrix(L.Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or tensorboard_of(trainer) is None:
+        if trainer.sanity_checking or not showing_images(trainer):
             return
         if self.confusion is None:  # as many classes as the network has outputs
             self.confusion = MulticlassConfusionMatrix(outputs.shape[1], validate_args=False).to(
@@ -58,4 +60,5 @@ class ValConfusionMatrix(L.Callback):
             epoch, first = trainer.current_epoch, trainer.current_epoch // 10 * 10
             title, tag = f"Epoch {epoch}. {title}", f"{tag}/epochs_{first:03d}-{first + 9:03d}"
         pixels = confusion_matrix_pixels(confusion, class_names(trainer, confusion.shape[0]), title)
-        tensorboard_of(trainer).experiment.add_image(tag, pixels, log_step(trainer), dataformats="HWC")
+        for tracker in showing_images(trainer):
+            tracker.add_image(tag, pixels, log_step(trainer))

@@ -14,6 +14,7 @@ from mnist_lightning.callbacks.outputs import evaluation_folder
 from mnist_lightning.callbacks.run_folder import run_folder_of
 from mnist_lightning.cli.checks import option_values, say
 from mnist_lightning.cli.console import DEFAULT_CONFIG
+from mnist_lightning.cli.loggers import folder_logger
 from mnist_lightning.errors import UserError
 from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
 
@@ -37,9 +38,9 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
         )
     if keyword not in ("last", "best"):
         return
-    logger = config.trainer.get("logger")
-    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
+    logger = folder_logger(config.trainer)
+    init_args = logger.init_args if logger is not None else None
+    if init_args is None:
         raise UserError(
             f"--ckpt_path {keyword} looks for the newest run under the logger's save_dir, but no single "
             f"logger with a save_dir is configured; pass the checkpoint file itself."
@@ -66,21 +67,26 @@ def keep_evaluation_with_its_run(subcommand: str, config: Namespace) -> None:
     ``<run>/<stage>/<checkpoint>/`` (``predict``: ``.../<input>/``), the logger's ``sub_dir``: a TensorBoard
     run of its own, beside the training curves without mixing into them. A checkpoint from elsewhere gets a
     new run folder, as Lightning's logger picks (its own folder may be another project's, or read-only)."""
-    logger = config.trainer.get("logger")
-    init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-    if not isinstance(init_args, Namespace) or init_args.get("save_dir") is None:
-        return
-    if "sub_dir" in init_args and init_args.sub_dir is None:
-        inputs = config.data.get("predict_path")
-        init_args.sub_dir = str(evaluation_folder(subcommand, config.ckpt_path, inputs))
+    logger = folder_logger(config.trainer)
+    folder = evaluation_folder(subcommand, config.ckpt_path, config.data.get("predict_path"))
     run = run_folder_of(config.ckpt_path)
-    log_root = Path(init_args.save_dir).resolve()
-    if run is None or init_args.get("version") is not None or not run.is_relative_to(log_root):
+    if logger is None:  # no logger: the run's own folder (default_root_dir) when the checkpoint is in one
+        trainer = config.trainer
+        if run is not None and not trainer.get("logger") and not trainer.get("default_root_dir"):
+            trainer.default_root_dir = str(run)
         return
-    if run.parent != log_root / (init_args.get("name") or ""):  # deeper down, e.g. lightning_logs/sweeps/s/
+    init_args = logger.init_args
+    if "sub_dir" in init_args and init_args.sub_dir is None:
+        init_args.sub_dir = str(folder)
+    log_root = Path(init_args.save_dir).resolve()
+    pinned = run is not None and init_args.get("version") is None and run.is_relative_to(log_root)
+    if pinned and run.parent != log_root / (init_args.get("name") or ""):  # deeper, e.g. in a sweep's folder
         init_args.save_dir = str(Path(init_args.save_dir) / run.parent.relative_to(log_root))
         init_args.name = ""
-    init_args.version = run.name
+    if pinned:
+        init_args.version = run.name
+    if "sub_dir" not in init_args and init_args.get("version") is not None:  # a CSVLogger: no sub_dir
+        init_args.version = str(Path(str(init_args.version), folder))
 
 
 def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dict[str, Any]:

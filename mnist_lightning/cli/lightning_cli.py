@@ -42,6 +42,13 @@ from mnist_lightning.cli.console import (
     exit_with_error,
     program_name,
 )
+from mnist_lightning.cli.loggers import (
+    arrange_loggers,
+    check_trackers,
+    continue_tracker_runs,
+    finish_tracker_runs,
+    give_run_folder,
+)
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
 from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, RESUME_WARNINGS, ignore_warnings, quiet
 from mnist_lightning.data.datamodule import MNISTDataModule
@@ -85,9 +92,10 @@ class MNISTLightningCLI(LightningCLI):
 
     On top of LightningCLI: the data set's class count linked to the network and the metrics, checks of the
     settings, the log folder and ``--ckpt_path`` before anything starts (``last``/``best`` meaning the newest
-    run's), checkpoints loaded ``weights_only`` and written atomically, one saved on Ctrl-C/SIGTERM, and the
-    best checkpoint printed when ``fit`` ends. Report and prediction files come from the callbacks the config
-    lists (``mnist_lightning.callbacks``).
+    run's), the loggers set up so a run has its folder whatever they are and a tracker that cannot work is
+    an error before training (``cli/loggers.py``), checkpoints loaded ``weights_only`` and written
+    atomically, one saved on Ctrl-C/SIGTERM, and the best checkpoint printed when ``fit`` ends. Report and
+    prediction files come from the callbacks the config lists (``mnist_lightning.callbacks``).
     """
 
     checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
@@ -145,6 +153,7 @@ class MNISTLightningCLI(LightningCLI):
         if not subcommand:
             return
         config = self.config[subcommand]
+        arrange_loggers(config.trainer)
         self.adjust_config(subcommand, config)
         check_learning_rate(config.model)
         check_accelerator(config.trainer)
@@ -155,6 +164,9 @@ class MNISTLightningCLI(LightningCLI):
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS:
             keep_evaluation_with_its_run(subcommand, config)
+        give_run_folder(config.trainer)
+        check_trackers(config.trainer)
+        continue_tracker_runs(config, subcommand if subcommand in EVALUATIONS else None)
         if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
             self.checkpoint = read_checkpoint(ckpt_path)
             self.requested_net = copy.deepcopy(config.model.get("net"))
@@ -255,19 +267,26 @@ def build_cli(
     """The project's LightningCLI on ``args`` (``[subcommand, options...]``), run unless ``run=False``.
 
     ``main`` and each sweep trial go through here, so both get the same parser, presets and checks;
-    ``kwargs`` go to LightningCLI (``trainer_defaults``, ``parser_kwargs``, ``run``, ...).
+    ``kwargs`` go to LightningCLI (``trainer_defaults``, ``parser_kwargs``, ``run``, ...). A W&B run the
+    command opened is ended when it returns (each trial its own).
     """
-    return cli_class(
-        MNISTClassifier,
-        MNISTDataModule,
-        auto_configure_optimizers=False,
-        save_config_callback=RunConfig,
-        save_config_kwargs={"overwrite": True},
-        interrupt_checkpoint=interrupt_checkpoint or InterruptCheckpoint(),
-        parser_class=ConciseArgumentParser,
-        args=args,
-        **kwargs,
-    )
+    try:
+        cli = cli_class(
+            MNISTClassifier,
+            MNISTDataModule,
+            auto_configure_optimizers=False,
+            save_config_callback=RunConfig,
+            save_config_kwargs={"overwrite": True},
+            interrupt_checkpoint=interrupt_checkpoint or InterruptCheckpoint(),
+            parser_class=ConciseArgumentParser,
+            args=args,
+            **kwargs,
+        )
+    except BaseException:
+        finish_tracker_runs(failed=True)
+        raise
+    finish_tracker_runs(failed=False)
+    return cli
 
 
 def main(args: list[str] | None = None) -> None:

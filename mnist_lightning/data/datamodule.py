@@ -114,6 +114,14 @@ class MNISTDataModule(L.LightningDataModule):
         """The data set's class names, in label order."""
         return self.spec.classes
 
+    def data_files(self, stage: str) -> list[Path]:
+        """The files ``setup(stage)`` read, for a run's provenance: the raw IDX files of its splits, or for
+        ``predict`` with ``predict_path`` the image files."""
+        if stage == "predict" and "predict" in self.datasets:
+            return list(self.datasets["predict"].paths)
+        folder = datasets.raw_folder(self.data_dir, self.dataset)
+        return [folder / name for name in datasets.RAW_FILES[stage in ("fit", "validate")]]
+
     def prepare_data(self) -> None:
         """Download the data set into ``data_dir`` unless it is there or only image files are predicted."""
         if self._predicting_files() or datasets.has_raw_files(self.data_dir, self.dataset):

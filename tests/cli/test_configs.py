@@ -38,7 +38,8 @@ def test_every_command_starts_from_the_default_recipe_shipped_with_the_package(t
     config = yaml.safe_load(stdout)
     assert config["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.TensorBoardLogger"
     callbacks = [callback["class_path"] for callback in config["trainer"]["callbacks"]]
-    assert "mnist_lightning.callbacks.TestReport" in callbacks and len(callbacks) == 8
+    assert "mnist_lightning.callbacks.TestReport" in callbacks and len(callbacks) == 10
+    assert {"mnist_lightning.callbacks.Provenance", "mnist_lightning.callbacks.TrackerRuns"} <= set(callbacks)
     assert config["trainer"]["max_epochs"] == 20 and config["seed_everything"] == 42
     assert (CONFIG.parent.parent / "mnist_lightning" / "configs" / "default.yaml").read_text() == (
         CONFIG.read_text()

@@ -62,6 +62,9 @@ def test_ddp_fit_resumes_a_one_device_checkpoint_with_per_device_batches_and_wri
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     assert (run_dir / "config.yaml").is_file()
     assert runs["ddp"].stdout.count("Best checkpoint:") == 1
+    [session] = json.loads((run_dir / "provenance.json").read_text())["sessions"]  # written by rank 0 alone
+    assert (session["processes"]["world_size"], session["processes"]["strategy"]) == (2, "DDPStrategy")
+    assert session["checkpoint"] == str(runs["single_ckpt"].resolve())
 
 
 def test_ddp_test_of_a_checkpoint_is_exact_over_uneven_shards_and_loads_on_one_device(runs, tmp_path):

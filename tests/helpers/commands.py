@@ -61,11 +61,11 @@ def run_cli(
 
 
 # What fit, validate, test and predict must never import: the other commands' modules and libraries (sweep:
-# Optuna; export: onnx, onnxruntime; serve: LitServe)
+# Optuna; export: onnx, onnxruntime; serve: LitServe), and the trackers' (MLflow, W&B) without their preset
 OTHER_COMMANDS = (
     "mnist_lightning.tools.sweep.command", "mnist_lightning.tools.runs.command",
     "mnist_lightning.tools.export", "mnist_lightning.tools.serve.server", "mnist_lightning.tools.lr_find",
-    "optuna", "onnx", "onnxruntime", "onnxscript", "litserve",
+    "optuna", "onnx", "onnxruntime", "onnxscript", "litserve", "mlflow", "wandb",
 )  # fmt: skip
 
 

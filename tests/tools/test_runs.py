@@ -223,3 +223,25 @@ def test_runs_fits_the_terminal_and_names_columns_as_the_csv_does(tmp_path, monk
     csv_header = list_runs(logs, "--format", "csv").splitlines()[0].split(",")
     assert wide.splitlines()[0].split() == csv_header  # one name per column, in the table and the CSV
     assert {"optimizer.weight_decay", "label_smoothing", "data.batch_size"} < set(csv_header)
+
+
+def test_runs_shows_each_runs_commit_and_groups_only_runs_of_one_commit(tmp_path):
+    """The commit column (``+`` for a dirty tree) from provenance.json; two seeds of one configuration at
+    two commits are two groups."""
+    logs = tmp_path / "lightning_logs"
+    commits = {"version_0": ("3fa2c1d" + "0" * 33, False), "version_1": ("3fa2c1d" + "0" * 33, False)}
+    commits["version_2"] = ("77e0b5a" + "1" * 33, True)
+    for index, (name, (commit, dirty)) in enumerate(commits.items()):
+        write_run(logs / name, 0.001, 0.0, 0.0, 32)
+        config = yaml.safe_load((logs / name / "config.yaml").read_text())
+        config["seed_everything"] = index
+        (logs / name / "config.yaml").write_text(yaml.safe_dump(config))
+        session = {"command": "fit", "git": {"commit": commit, "branch": "main", "dirty": dirty}}
+        (logs / name / "provenance.json").write_text(json.dumps({"format": 1, "sessions": [session]}))
+    rows = list(csv.DictReader(io.StringIO(list_runs(str(logs), "--format", "csv", "--sort", "run"))))
+    assert [row["commit"] for row in rows] == ["3fa2c1d", "3fa2c1d", "77e0b5a+"]
+    grouped = list_runs(str(logs), "--group", "--filter", "version_*", "--format", "csv", "--sort", "commit")
+    assert [(row["commit"], row["runs"]) for row in csv.DictReader(io.StringIO(grouped))] == [
+        ("3fa2c1d", "2"),
+        ("77e0b5a+", "1"),
+    ]

@@ -1,7 +1,8 @@
 """Reading runs: what a run folder's files say about it, without importing torch or Lightning.
 
 It reads only what runs write: ``summary.json`` (``RunSummary``), ``config.yaml`` and ``hparams.yaml``, the
-checkpoint file names (``epoch=N-val_acc=0.XXXX.ckpt``) and the ``metrics.json`` files of ``test``. A run
+checkpoint file names (``epoch=N-val_acc=0.XXXX.ckpt``), the ``metrics.json`` files of ``test`` and the git
+commit of ``provenance.json`` (``Provenance``). A run
 interrupted or killed before writing its summary is still listed, from its config and checkpoints.
 """
 
@@ -36,6 +37,7 @@ class Run:
     test_acc_time: float = 0.0
     fit_s: float | None = None
     best_checkpoint: str | None = None
+    commit: str | None = None  # short hash, "+" when the tree had uncommitted changes
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -103,6 +105,7 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
         if best is not None:
             run.val_acc = best[1]
             run.epochs = f">={max(epoch for epoch, _, _ in scored) + 1}"
+    run.commit = commit_of(read_json(folder / "provenance.json"))
     if best is not None and not run.best_checkpoint:
         run.best_checkpoint = str(best[2])
     if run.when is None:
@@ -115,6 +118,19 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
     for metrics in folder.rglob("metrics.json"):
         add_test_metrics(run, metrics)
     return run
+
+
+def commit_of(provenance: dict[str, Any]) -> str | None:
+    """The commit a run's code was at, from its ``provenance.json``: ``3fa2c1d``, ``3fa2c1d+`` when the work
+    tree had uncommitted changes; the sessions of a resumed run at other commits, joined by ``,``."""
+    sessions = provenance.get("sessions")
+    commits: list[str] = []
+    for session in sessions if isinstance(sessions, list) else []:
+        git = session.get("git") if isinstance(session, dict) else None
+        if isinstance(git, dict) and isinstance(git.get("commit"), str):
+            commit = git["commit"][:7] + ("+" if git.get("dirty") else "")
+            commits += [commit] if commit not in commits else []
+    return ",".join(commits) or None
 
 
 def add_test_metrics(run: Run, path: Path) -> None:

@@ -42,41 +42,48 @@ def hparam_keys(runs: list[Run]) -> list[str]:
     return keys
 
 
+def commit_column(runs: list[Run]) -> list[str]:
+    """``["commit"]`` when a run knows its code's commit (its provenance), else none."""
+    return ["commit"] if any(run.commit for run in runs) else []
+
+
 def run_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
     keys = hparam_keys(runs)
     rows = []
     for run in runs:
-        row = {"run": run.name, "when": run.when, "status": run.status, **run.hparams}
+        row = {"run": run.name, "when": run.when, "status": run.status, "commit": run.commit, **run.hparams}
         row.update(epochs=run.epochs, val_acc=run.val_acc, test_acc=run.test_acc, fit_s=run.fit_s)
         row["best_checkpoint"] = run.best_checkpoint
         rows.append(row)
     shown = differing([run.hparams for run in runs], keys)
-    return rows, ["run", "when", "status", *shown, *RESULT_COLUMNS]
+    return rows, ["run", "when", "status", *commit_column(runs), *shown, *RESULT_COLUMNS]
 
 
 def configurations(runs: list[Run]) -> tuple[list[str], dict[str, list[Run]]]:
     """The settings that identify a configuration (all hyperparameters but the seeds and the fold), and the
-    runs of each configuration by its :func:`configuration`."""
+    runs of each configuration and commit by its :func:`configuration`: runs of different code are never
+    averaged together."""
     keys = [key for key in hparam_keys(runs) if key not in SEED_COLUMNS]
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(configuration(run.hparams, keys), []).append(run)
+        groups.setdefault(configuration({**run.hparams, "commit": run.commit}, keys), []).append(run)
     return keys, groups
 
 
 def configuration(settings: dict[str, Any], keys: list[str]) -> str:
-    """A run's (or a grouped row's) values of the identifying ``keys``, as one text."""
-    return json.dumps([settings.get(key) for key in keys], default=str)
+    """A run's (or a grouped row's) commit and values of the identifying ``keys``, as one text."""
+    return json.dumps([settings.get("commit"), *(settings.get(key) for key in keys)], default=str)
 
 
 def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per configuration (all hyperparameters but the seeds and the fold): mean ± sd of the
-    results."""
+    """One row per configuration (all hyperparameters but the seeds and the fold) and commit: mean ± sd of
+    the results."""
     keys, groups = configurations(runs)
     rows = []
     for members in groups.values():
         first = members[0]
         row = {"runs": len(members), "run": _common_name([member.name for member in members])}
+        row["commit"] = first.commit
         row.update({key: first.hparams.get(key) for key in keys})
         for column in ("val_acc", "test_acc", "fit_s"):
             row[column] = _mean_sd([getattr(member, column) for member in members])
@@ -84,7 +91,7 @@ def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
         row["when"] = min(member.when or 0 for member in members)
         rows.append(row)
     shown = differing([members[0].hparams for members in groups.values()], keys)
-    return rows, ["run", "runs", *shown, "epochs", "val_acc", "test_acc", "fit_s"]
+    return rows, ["run", "runs", *commit_column(runs), *shown, "epochs", "val_acc", "test_acc", "fit_s"]
 
 
 @dataclass

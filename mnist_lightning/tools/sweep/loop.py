@@ -51,6 +51,7 @@ class Sweep:
                     ["fit", *quiet, *self.fit_args, *options],
                     cli_class=TrialCLI,
                     run_dir=run_dir,
+                    study=trial.study.study_name,
                     trainer_defaults={"callbacks": [tracker, pruning]},
                 )
         except optuna.TrialPruned:
@@ -88,6 +89,7 @@ class Sweep:
                 ["test", *quiet, *self.fit_args, *options, f"--ckpt_path={best_ckpt}"],
                 cli_class=TrialCLI,
                 run_dir=run_dir,
+                study=trial.study.study_name,
             )
         value = cli.trainer.callback_metrics.get("test_acc")
         if value is not None:

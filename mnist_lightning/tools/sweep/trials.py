@@ -15,20 +15,24 @@ from lightning.pytorch.callbacks import Callback
 
 from mnist_lightning import compat
 from mnist_lightning.cli.lightning_cli import MNISTLightningCLI, build_cli
+from mnist_lightning.cli.loggers import FOLDER_LOGGERS, is_a, logger_configs, name_trial_runs
 from mnist_lightning.cli.quiet import silenced
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.sweep.spec import SweepSpec
 
 
 class TrialCLI(MNISTLightningCLI):
-    """``fit`` (or ``test``) of one trial: logs, config and checkpoints in ``run_dir``, no final print."""
+    """``fit`` (or ``test``) of one trial: logs, config and checkpoints in ``run_dir``, its tracker runs
+    (MLflow, W&B) named after it and grouped under the ``study``, no final print."""
 
-    def __init__(self, *args, run_dir: Path, **kwargs) -> None:
+    def __init__(self, *args, run_dir: Path, study: str, **kwargs) -> None:
         self.run_dir = run_dir
+        self.study = study
         super().__init__(*args, **kwargs)
 
     def adjust_config(self, subcommand, config) -> None:
         place_logger(config.trainer, self.run_dir)
+        name_trial_runs(config.trainer, self.run_dir.name, self.study)
 
     def after_fit(self) -> None:  # the sweep prints one line per trial instead
         pass
@@ -51,14 +55,13 @@ class ProbeCLI(MNISTLightningCLI):
 
 
 def place_logger(trainer_config, run_dir: Path) -> None:
-    """Point the configured logger (a TensorBoard one when none is) at ``run_dir``: ``save_dir`` its parent,
-    ``name`` empty, ``version`` its name, so each trial is one run folder and TensorBoard shows them side
-    by side under the sweep's folder."""
-    loggers = trainer_config.get("logger")
+    """Point the configured TensorBoard and CSV loggers (a TensorBoard one when there is none) at
+    ``run_dir``: ``save_dir`` its parent, ``name`` empty, ``version`` its name, so each trial is one run
+    folder and TensorBoard shows them side by side under the sweep's folder."""
     placed = False
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
-        if isinstance(init_args, Namespace) and "save_dir" in init_args:
+    for logger in logger_configs(trainer_config):
+        init_args = logger.get("init_args")
+        if is_a(logger, FOLDER_LOGGERS) and isinstance(init_args, Namespace):
             init_args.save_dir, init_args.name, init_args.version = str(run_dir.parent), "", run_dir.name
             placed = True
     if not placed:

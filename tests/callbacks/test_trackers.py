@@ -1,0 +1,71 @@
+"""Each logger in its own form, without a server: MLflow in a local ``file:`` store, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+import torch
+
+from helpers.commands import CONFIG, QUICK
+from helpers.inprocess import run_main
+
+PRESETS = CONFIG.parent / "loggers"
+
+
+def test_mlflow_in_a_file_store_gets_the_fit_and_the_test_of_its_checkpoint(tmp_path, tiny_data, monkeypatch):
+    """MLFLOW_TRACKING_URI names the store (MLflow 3 opens a file: store only when allowed); the run folder
+    is lightning_logs/version_0 as with any logger, a CSVLogger holding it."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:./mlruns")
+    args = ("--config", CONFIG, "--config", PRESETS / "mlflow.yaml", f"--data.data_dir={tiny_data}")
+    status, stdout, stderr = run_main("fit", *args, *QUICK, "--trainer.max_epochs=2", cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    best = tmp_path / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
+    folder = tmp_path / "lightning_logs" / "version_0"
+    assert best.parent == folder / "checkpoints" and (folder / "metrics.csv").is_file()
+    last = folder / "checkpoints" / "last.ckpt"  # of the second epoch
+    status, _, stderr = run_main("test", *args, "--ckpt_path", last, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+
+    store = f"file:{tmp_path / 'mlruns'}"
+    assert json.loads((folder / "trackers.json").read_text())["mlflow"]["tracking_uri"] == store
+    client = MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("mnist-lightning").experiment_id])
+    assert run.info.status == "FINISHED" and len(client.get_metric_history(run.info.run_id, "val_acc")) == 2
+    metrics = json.loads((folder / "test" / "last" / "metrics.json").read_text())
+    assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"])
+    epochs = client.get_metric_history(run.info.run_id, "epoch")  # the test's at its checkpoint's epoch
+    tested_epoch = max(epochs, key=lambda point: point.step).value
+    assert tested_epoch == torch.load(last, weights_only=True)["epoch"] == 1
+    tested = {entry.path for entry in client.list_artifacts(run.info.run_id, "test/last")}
+    assert "test/last/misclassified.png" in tested
+
+
+def test_wandb_offline_keeps_the_config_metrics_and_provenance_in_its_run_files(
+    tmp_path, tiny_data, monkeypatch
+):
+    """W&B's own record (the .wandb file) holds the hyperparameters and the metrics' values; the run
+    folder's files are among its files; the run is finished when the command returns, so the next command
+    in the process (a sweep's next trial) gets a run of its own."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    args = ("--config", CONFIG, "--config", PRESETS / "wandb.yaml", f"--data.data_dir={tiny_data}")
+    status, _, stderr = run_main("fit", *args, *QUICK, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    assert sys.modules["wandb"].run is None
+    [run] = (tmp_path / "wandb").glob("offline-run-*")
+    folder = tmp_path / "lightning_logs" / "version_0"
+    files = run / "files" / "version_0"
+    for name in ("config.yaml", "provenance.json", "summary.json", "metrics.csv"):
+        assert (files / name).read_text() == (folder / name).read_text(), name
+    record = next(run.glob("*.wandb")).read_bytes()
+    val_acc = json.loads((folder / "summary.json").read_text())["best_score"]
+    assert b"val_acc" in record and repr(val_acc).encode() in record
+    assert b"hidden_sizes" in record and b"media/images/val_confusion_matrix" in record
+    recorded = json.loads((folder / "trackers.json").read_text())["wandb"]
+    assert recorded["project"] == "mnist-lightning" and recorded["id"] in run.name
