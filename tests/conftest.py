@@ -30,7 +30,10 @@ def no_network(monkeypatch):
 
 # The files that take longest, longest first: pytest-xdist hands out whole files in collection order, so these
 # start at once and the short files fill in around them, instead of one worker finishing a long file alone.
-LONGEST_FILES = ("test_resume", "test_sweep", "test_distributed", "test_promises", "test_serve", "test_cli")
+LONGEST_FILES = (
+    "test_resume", "test_sweep", "test_distributed", "test_tracking", "test_promises", "test_serve",
+    "test_cli",
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -50,6 +50,8 @@ class Tracker:
 
 
 class TensorBoardTracker(Tracker):
+    """The HPARAMS summary, images and text in the event file; its files are in the run folder already."""
+
     kind, shows_images = "tensorboard", True
 
     def add_hyperparameters(self, hyperparameters: dict[str, Any], metrics: tuple[str, ...], step: int):
@@ -68,6 +70,8 @@ MLFLOW_TAGS = {"git.commit": "mlflow.source.git.commit", "git.branch": "mlflow.s
 
 
 class MLflowTracker(Tracker):
+    """Images by key and step, files as artifacts, labels as tags (MLflow's own names for git's)."""
+
     kind, shows_images, keeps_files = "mlflow", True, True
 
     def add_image(self, tag: str, pixels: np.ndarray, step: int) -> None:
@@ -93,6 +97,8 @@ class MLflowTracker(Tracker):
 
 
 class WandbTracker(Tracker):
+    """Images and text as media, files as run files, labels in the run's config."""
+
     kind, shows_images, keeps_files = "wandb", True, True
 
     def add_image(self, tag: str, pixels: np.ndarray, step: int) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +17,12 @@ from helpers.inprocess import run_main
 PRESETS = CONFIG.parent / "loggers"
 
 
-def test_mlflow_in_a_file_store_gets_the_fit_and_the_test_of_its_checkpoint(tmp_path, tiny_data, monkeypatch):
+def test_mlflow_in_a_file_store_gets_the_fit_and_the_test_of_its_checkpoint(
+    tmp_path, tiny_data, tiny_checkpoint, monkeypatch
+):
     """MLFLOW_TRACKING_URI names the store (MLflow 3 opens a file: store only when allowed); the run folder
-    is lightning_logs/version_0 as with any logger, a CSVLogger holding it."""
+    is lightning_logs/version_0 as with any logger, a CSVLogger holding it. A checkpoint whose run has no
+    MLflow run is tested into a new one named after it."""
     from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -45,6 +50,13 @@ def test_mlflow_in_a_file_store_gets_the_fit_and_the_test_of_its_checkpoint(tmp_
     tested = {entry.path for entry in client.list_artifacts(run.info.run_id, "test/last")}
     assert "test/last/misclassified.png" in tested
 
+    status, _, stderr = run_main("test", *args, "--ckpt_path", tiny_checkpoint, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    runs = client.search_runs([run.info.experiment_id], order_by=["attributes.start_time DESC"])
+    assert len(runs) == 2 and runs[0].info.run_name == f"test {tiny_checkpoint.name}"
+    assert runs[0].data.tags["mnist_lightning.checkpoint"] == str(tiny_checkpoint.resolve())
+    assert "test_acc" in runs[0].data.metrics
+
 
 def test_wandb_offline_keeps_the_config_metrics_and_provenance_in_its_run_files(
     tmp_path, tiny_data, monkeypatch
@@ -63,9 +75,20 @@ def test_wandb_offline_keeps_the_config_metrics_and_provenance_in_its_run_files(
     files = run / "files" / "version_0"
     for name in ("config.yaml", "provenance.json", "summary.json", "metrics.csv"):
         assert (files / name).read_text() == (folder / name).read_text(), name
-    record = next(run.glob("*.wandb")).read_bytes()
     val_acc = json.loads((folder / "summary.json").read_text())["best_score"]
-    assert b"val_acc" in record and repr(val_acc).encode() in record
-    assert b"hidden_sizes" in record and b"media/images/val_confusion_matrix" in record
+    wanted = (b"val_acc", repr(val_acc).encode(), b"hidden_sizes", b"media/images/val_confusion_matrix")
+    record = wandb_record(run, wanted)
+    assert [text for text in wanted if text not in record] == []
     recorded = json.loads((folder / "trackers.json").read_text())["wandb"]
     assert recorded["project"] == "mnist-lightning" and recorded["id"] in run.name
+
+
+def wandb_record(run: Path, wanted: tuple[bytes, ...], deadline: float = 60) -> bytes:
+    """The run's ``.wandb`` record once it holds ``wanted`` (or at the deadline): W&B's own service process
+    writes it, sometimes a moment after the run has finished."""
+    end = time.monotonic() + deadline
+    while True:
+        record = next(run.glob("*.wandb")).read_bytes()
+        if all(text in record for text in wanted) or time.monotonic() > end:
+            return record
+        time.sleep(0.2)
