@@ -153,6 +153,21 @@ def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, d
     assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
 
 
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--workers", "0", "--workers must be at least 1, got 0"),
+        ("--threads", "0", "--threads must be at least 1, got 0"),
+        ("--api_servers", "0", "--api_servers must be at least 1, got 0"),
+    ],
+)
+def test_a_setting_out_of_range_is_a_usage_error(tiny_checkpoint, option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--ckpt_path", str(tiny_checkpoint), option, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")

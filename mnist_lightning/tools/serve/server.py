@@ -9,8 +9,9 @@
 - A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
   ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
 
-LitServe runs the network in a worker process and batches concurrent requests (``--max_batch_size``,
-``--batch_timeout``); Ctrl-C or SIGTERM stops the server and its processes.
+LitServe answers HTTP in ``--api_servers`` processes, which decode and prepare each image, and runs the
+network in ``--workers`` worker processes (``--threads`` each), which batch concurrent requests
+(``--max_batch_size``, ``--batch_timeout``). Ctrl-C or SIGTERM stops the server and its processes.
 """
 
 # No ``from __future__ import annotations``: LitServer reads the type of decode_request's ``request`` to let
@@ -59,10 +60,14 @@ class ModelSource:
     path: str
     exported: bool
 
-    def load_predictor(self) -> Predictor:
-        """float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C)."""
+    def load_predictor(self, threads: int | None = None) -> Predictor:
+        """float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C), computed with ``threads``
+        intra-op threads (the runtime's default, one per core, when None). One thread suits the small
+        batches of a server: more spin or wait for work, on cores the HTTP processes need."""
         if self.exported:
-            return load_exported(self.path)[0]
+            return load_exported(self.path, threads)[0]
+        if threads is not None:
+            torch.set_num_threads(threads)
         model, _ = load_probability_model(self.path)
 
         def predict(images: np.ndarray) -> np.ndarray:
@@ -100,16 +105,25 @@ class DigitClassifierAPI(ls.LitAPI):
     """
 
     def __init__(
-        self, source: ModelSource, classes: list[str], max_batch_size: int, batch_timeout: float
+        self,
+        source: ModelSource,
+        classes: list[str],
+        max_batch_size: int,
+        batch_timeout: float,
+        threads: int | None = 1,
     ) -> None:
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path="/predict")
-        self.source, self.classes = source, classes
+        super().__init__(
+            max_batch_size=max_batch_size,
+            batch_timeout=batch_timeout,
+            api_path="/predict",
+        )
+        self.source, self.classes, self.threads = source, classes, threads
 
     def setup(self, device: str) -> None:
         # This worker process ends when the server shuts down; Ctrl-C in a terminal reaches every process of
         # the server, and here it would interrupt LitServe's loop with a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.predict_probabilities = self.source.load_predictor()
+        self.predict_probabilities = self.source.load_predictor(self.threads)
 
     def decode_request(self, request: DigitRequest) -> np.ndarray:
         return np.frombuffer(request.image, dtype=np.uint8).reshape(FIELD, FIELD)
@@ -144,15 +158,16 @@ def favicon(request: Request) -> Response:
     return Response(FAVICON, media_type="image/svg+xml")
 
 
-def build_server(api: DigitClassifierAPI, max_request_bytes: int) -> ls.LitServer:
-    """A LitServer for ``api``: a body over ``max_request_bytes`` gets a 413, a bad one a 400, GET / the page;
-    the body of POST /predict is JSON whatever its Content-Type.
+def build_server(api: DigitClassifierAPI, max_request_bytes: int, workers: int = 1) -> ls.LitServer:
+    """A LitServer for ``api`` with ``workers`` inference workers: a body over ``max_request_bytes`` gets a
+    413, a bad one a 400, GET / the page; the body of POST /predict is JSON whatever its Content-Type.
 
     LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
     """
     server = ls.LitServer(
         api,
         accelerator="cpu",
+        workers_per_device=workers,
         max_payload_size=max_request_bytes,
         model_metadata={"classes": api.classes},
     )
@@ -224,6 +239,9 @@ def main(args: list[str]) -> None:
     parser.add_argument(
         "--batch_timeout", type=float, default=0.005, help="seconds to wait for a batch to fill (> 0)"
     )
+    parser.add_argument("--workers", type=int, default=1, help="inference worker processes (>= 1)")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each worker (>= 1)")
+    parser.add_argument("--api_servers", type=int, default=1, help="HTTP server processes (>= 1)")
     parser.add_argument("--max_request_mb", type=float, default=4.0, help="largest accepted request body, MB")
     parser.add_argument(
         "--log_level", default="warning", choices=("debug", "info", "warning", "error"), help="server logs"
@@ -235,17 +253,28 @@ def main(args: list[str]) -> None:
         parser.error(f"--max_batch_size must be at least 2, got {options.max_batch_size}")
     if not options.batch_timeout > 0:
         parser.error(f"--batch_timeout must be greater than 0 seconds, got {options.batch_timeout}")
+    for name in ("workers", "threads", "api_servers"):
+        if getattr(options, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(options, name)}")
     if not options.max_request_mb > 0:
         parser.error(f"--max_request_mb must be greater than 0, got {options.max_request_mb}")
 
     model_source = ModelSource(options.model or options.ckpt_path, exported=options.model is not None)
     classes = model_source.class_names()
-    api = DigitClassifierAPI(model_source, classes, options.max_batch_size, options.batch_timeout)
-    server = build_server(api, int(options.max_request_mb * 1_000_000))
+    api = DigitClassifierAPI(
+        model_source, classes, options.max_batch_size, options.batch_timeout, options.threads
+    )
+    server = build_server(api, int(options.max_request_mb * 1_000_000), workers=options.workers)
     check_can_listen(options.host, options.port)
     stop_on_signals()
     print(
         f"Serving {model_source.path} at http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True
     )
-    server.run(host=options.host, port=options.port, log_level=options.log_level, generate_client_file=False)
+    server.run(
+        host=options.host,
+        port=options.port,
+        num_api_servers=options.api_servers,
+        log_level=options.log_level,
+        generate_client_file=False,
+    )
     print("Server stopped.", file=sys.stderr, flush=True)
