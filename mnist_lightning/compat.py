@@ -116,3 +116,48 @@ def storage_of(study: Any) -> Any:
 def trial_id_of(trial: Any) -> int:
     """The storage id of a Trial or FrozenTrial (``_trial_id``), which storage methods take."""
     return trial._trial_id
+
+
+# --- LitServe 0.2.19 -------------------------------------------------------------------------------------
+
+
+def use_fast_queues(server: Any) -> None:
+    """Make a ``litserve.LitServer`` pass requests to its inference workers through a pipe and their answers
+    back through ZeroMQ, instead of through queues of a ``multiprocessing.Manager``.
+
+    LitServe 0.2.19 creates its queues in ``LitServer._init_manager``: a ``Manager().Queue()`` per endpoint
+    for the requests (``litapi_request_queues``), and ``_transport`` for the answers. Each ``put`` and
+    ``get`` on a Manager queue is a round trip to the Manager's process, and an HTTP process's ``put`` blocks
+    its event loop until the reply. ``fast_queue=True`` is meant to send the answers over ZeroMQ, but in
+    0.2.19 it has no effect (``TransportConfig(transport_config=...)`` sets no field), and its ZeroMQ
+    transport swaps the broker's two addresses (LitServe issue #751, fixed by pull request #752). So this
+    wraps ``_init_manager`` (run by ``LitServer.run``) to replace, once it has made them:
+
+    - each request queue by a ``multiprocessing.Queue``: its ``put`` hands the request to a feeder thread,
+      its ``get`` reads a pipe. The HTTP processes are forked after ``_init_manager`` (they inherit it) and
+      the workers are spawned with it as an argument, as a ``multiprocessing.Queue`` allows;
+    - ``_transport`` by LitServe's ``ZMQTransport`` with its broker (a thread of the server's process), wired
+      as #752 does. The server's own process never opens a socket of it, and ``ZMQTransport.close`` raises
+      when none was opened: its ``close`` there does nothing (the broker thread ends with the process).
+    """
+    import multiprocessing
+
+    from litserve.transport.zmq_queue import Broker
+    from litserve.transport.zmq_transport import ZMQTransport
+
+    init_manager = server._init_manager
+
+    def init_manager_with_fast_queues(num_api_servers: int):
+        manager = init_manager(num_api_servers)
+        for path in server.litapi_request_queues:
+            server.litapi_request_queues[path] = multiprocessing.get_context("spawn").Queue()
+        broker = Broker()
+        broker.start()
+        transport = ZMQTransport(
+            backend_address=broker.backend_address, frontend_address=broker.frontend_address
+        )
+        transport.close = lambda **kwargs: None  # not pickled: the workers and HTTP processes have their own
+        server._transport = transport
+        return manager
+
+    server._init_manager = init_manager_with_fast_queues

@@ -153,6 +153,28 @@ def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, d
     assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
 
 
+@pytest.mark.slow  # whole processes
+def test_litserves_own_queues_and_a_batch_timeout_give_the_same_answers(tmp_path, digit_checkpoint):
+    """The settings for other loads: LitServe's Manager queues (``--no-fast_queue``), one HTTP process, two
+    workers, and batches that wait for more requests."""
+    served = ServerProcess(
+        "--ckpt_path", digit_checkpoint, "--no-fast_queue", "--api_servers", "1", "--workers", "2",
+        "--batch_timeout", "0.002", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        pictures, digits = digit_pictures(30, seed=19)
+        expected = expected_probabilities(digit_checkpoint, pictures)
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            answers = list(pool.map(lambda picture: predict(served.url, encoded(picture)), pictures))
+        for (status, answer), probabilities, digit in zip(answers, expected, digits, strict=True):
+            assert status == 200, answer
+            assert_answer(answer, probabilities, digit)
+    finally:
+        status = served.stop(signal.SIGTERM)
+    assert status == 0, served.stderr()[-3000:]
+    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+
+
 @pytest.mark.parametrize(
     "option, value, message",
     [

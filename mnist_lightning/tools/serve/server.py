@@ -10,12 +10,15 @@
   ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
 
 LitServe answers HTTP in ``--api_servers`` processes, which decode and prepare each image, and runs the
-network in ``--workers`` worker processes (``--threads`` each), which batch concurrent requests
-(``--max_batch_size``, ``--batch_timeout``). Ctrl-C or SIGTERM stops the server and its processes.
+network in ``--workers`` worker processes (``--threads`` each), which batch the requests queued for them
+(``--max_batch_size``, ``--batch_timeout``); requests reach the workers through a pipe and the answers come
+back over ZeroMQ (``--fast_queue``, see ``compat.use_fast_queues``). Ctrl-C or SIGTERM stops the server and
+its processes.
 """
 
 # No ``from __future__ import annotations``: LitServer reads the type of decode_request's ``request`` to let
 # FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
+import argparse
 import errno
 import json
 import os
@@ -34,6 +37,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 
+from mnist_lightning import compat
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.data.images import FIELD
 from mnist_lightning.errors import UserError
@@ -158,9 +162,12 @@ def favicon(request: Request) -> Response:
     return Response(FAVICON, media_type="image/svg+xml")
 
 
-def build_server(api: DigitClassifierAPI, max_request_bytes: int, workers: int = 1) -> ls.LitServer:
+def build_server(
+    api: DigitClassifierAPI, max_request_bytes: int, workers: int = 1, fast_queue: bool = True
+) -> ls.LitServer:
     """A LitServer for ``api`` with ``workers`` inference workers: a body over ``max_request_bytes`` gets a
-    413, a bad one a 400, GET / the page; the body of POST /predict is JSON whatever its Content-Type.
+    413, a bad one a 400, GET / the page; the body of POST /predict is JSON whatever its Content-Type;
+    ``fast_queue``: see :func:`mnist_lightning.compat.use_fast_queues`.
 
     LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
     """
@@ -178,6 +185,8 @@ def build_server(api: DigitClassifierAPI, max_request_bytes: int, workers: int =
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
     server.app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
+    if fast_queue:
+        compat.use_fast_queues(server)
     server.app.add_middleware(JsonBody)
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
@@ -242,6 +251,11 @@ def main(args: list[str]) -> None:
     parser.add_argument("--workers", type=int, default=1, help="inference worker processes (>= 1)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each worker (>= 1)")
     parser.add_argument("--api_servers", type=int, default=1, help="HTTP server processes (>= 1)")
+    parser.add_argument(
+        "--fast_queue", action=argparse.BooleanOptionalAction, default=True,
+        help="requests to the workers through a pipe and answers back over ZeroMQ (--no-fast_queue: "
+        "LitServe's Manager queues)",
+    )  # fmt: skip
     parser.add_argument("--max_request_mb", type=float, default=4.0, help="largest accepted request body, MB")
     parser.add_argument(
         "--log_level", default="warning", choices=("debug", "info", "warning", "error"), help="server logs"
@@ -264,7 +278,9 @@ def main(args: list[str]) -> None:
     api = DigitClassifierAPI(
         model_source, classes, options.max_batch_size, options.batch_timeout, options.threads
     )
-    server = build_server(api, int(options.max_request_mb * 1_000_000), workers=options.workers)
+    server = build_server(
+        api, int(options.max_request_mb * 1_000_000), workers=options.workers, fast_queue=options.fast_queue
+    )
     check_can_listen(options.host, options.port)
     stop_on_signals()
     print(
