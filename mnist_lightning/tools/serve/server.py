@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import litserve as ls
@@ -36,6 +37,7 @@ import torch
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
+from litserve.loops import BatchedLoop
 
 from mnist_lightning import compat
 from mnist_lightning.cli.console import CommandParser
@@ -101,6 +103,39 @@ class ModelSource:
         return json.loads(metadata["classes"])
 
 
+class PrefetchedQueue:
+    """A request queue whose next item is one already taken from it."""
+
+    def __init__(self, first: Any, queue: Any) -> None:
+        self.first, self.queue = first, queue
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self.first is not None:
+            first, self.first = self.first, None
+            return first
+        return self.queue.get(block, timeout)
+
+    def get_nowait(self) -> Any:
+        return self.get(block=False)
+
+
+class FirstRequestLoop(BatchedLoop):
+    """LitServe's batched loop, whose batch starts when a request arrives.
+
+    LitServe's own collects a batch by polling the queue (every millisecond) until ``batch_timeout`` has
+    passed or the batch is full, whether or not a request came: a lone request waits the whole timeout, and
+    an idle server polls. This one waits for the first request without polling, then lets LitServe collect
+    the rest: the requests already queued (``batch_timeout`` 0) or those that arrive within ``batch_timeout``.
+    """
+
+    def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Any, transport: Any) -> tuple[list, list]:
+        try:
+            first = request_queue.get(timeout=1.0)  # at most a second, as LitServe's loops wait
+        except Empty:
+            return [], []
+        return super().get_batch_requests(lit_api, PrefetchedQueue(first, request_queue), transport)
+
+
 class DigitClassifierAPI(ls.LitAPI):
     """The model behind ``POST /predict``: a checkpoint, or an exported ``.onnx``/``.pt2`` file.
 
@@ -120,6 +155,7 @@ class DigitClassifierAPI(ls.LitAPI):
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
             api_path="/predict",
+            loop=FirstRequestLoop(),
         )
         self.source, self.classes, self.threads = source, classes, threads
 
@@ -246,8 +282,9 @@ def main(args: list[str]) -> None:
         "--max_batch_size", type=int, default=32, help="most requests per forward pass (>= 2)"
     )
     parser.add_argument(
-        "--batch_timeout", type=float, default=0.005, help="seconds to wait for a batch to fill (> 0)"
-    )
+        "--batch_timeout", type=float, default=0.0,
+        help="seconds a batch waits for more requests after its first (0: takes those already queued)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="inference worker processes (>= 1)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each worker (>= 1)")
     parser.add_argument("--api_servers", type=int, default=1, help="HTTP server processes (>= 1)")
@@ -265,8 +302,8 @@ def main(args: list[str]) -> None:
         parser.error(f"--port must be between 1024 and 65535, got {options.port}")
     if options.max_batch_size < 2:
         parser.error(f"--max_batch_size must be at least 2, got {options.max_batch_size}")
-    if not options.batch_timeout > 0:
-        parser.error(f"--batch_timeout must be greater than 0 seconds, got {options.batch_timeout}")
+    if not options.batch_timeout >= 0:
+        parser.error(f"--batch_timeout must be 0 seconds or more, got {options.batch_timeout}")
     for name in ("workers", "threads", "api_servers"):
         if getattr(options, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(options, name)}")
