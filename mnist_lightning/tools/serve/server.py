@@ -158,6 +158,13 @@ class DigitClassifierAPI(ls.LitAPI):
             loop=FirstRequestLoop(),
         )
         self.source, self.classes, self.threads = source, classes, threads
+        if os.environ.get("LIT_SERVER_API_KEY"):
+            self.authorize = None  # LitServe's own check of the X-API-Key header applies instead
+
+    async def authorize(self) -> None:
+        """No authentication. LitServe runs a LitAPI's ``authorize`` as a FastAPI dependency of each route;
+        without one it uses a plain function, which FastAPI runs in a thread of its pool, a thread switch
+        per request. Asynchronous, this one runs in the event loop."""
 
     def setup(self, device: str) -> None:
         # This worker process ends when the server shuts down; Ctrl-C in a terminal reaches every process of
