@@ -9,7 +9,7 @@ module costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # --- Lightning 2.6 (lightning.pytorch) ----------------------------------------------------------------------
@@ -121,43 +121,27 @@ def trial_id_of(trial: Any) -> int:
 # --- LitServe 0.2.19 -------------------------------------------------------------------------------------
 
 
-def use_fast_queues(server: Any) -> None:
-    """Make a ``litserve.LitServer`` pass requests to its inference workers through a pipe and their answers
-    back through ZeroMQ, instead of through queues of a ``multiprocessing.Manager``.
+def replace_litserve_queues(
+    server: Any, request_queue: Callable[[], Any], answer_transport: Callable[[int], Any]
+) -> None:
+    """Give a ``litserve.LitServer`` other queues between its processes: ``request_queue()`` for each
+    endpoint's requests, ``answer_transport(number of HTTP processes)`` (a LitServe ``MessageTransport``) for
+    the answers.
 
-    LitServe 0.2.19 creates its queues in ``LitServer._init_manager``: a ``Manager().Queue()`` per endpoint
-    for the requests (``litapi_request_queues``), and ``_transport`` for the answers. Each ``put`` and
-    ``get`` on a Manager queue is a round trip to the Manager's process, and an HTTP process's ``put`` blocks
-    its event loop until the reply. ``fast_queue=True`` is meant to send the answers over ZeroMQ, but in
-    0.2.19 it has no effect (``TransportConfig(transport_config=...)`` sets no field), and its ZeroMQ
-    transport swaps the broker's two addresses (LitServe issue #751, fixed by pull request #752). So this
-    wraps ``_init_manager`` (run by ``LitServer.run``) to replace, once it has made them:
-
-    - each request queue by a ``multiprocessing.Queue``: its ``put`` hands the request to a feeder thread,
-      its ``get`` reads a pipe. The HTTP processes are forked after ``_init_manager`` (they inherit it) and
-      the workers are spawned with it as an argument, as a ``multiprocessing.Queue`` allows;
-    - ``_transport`` by LitServe's ``ZMQTransport`` with its broker (a thread of the server's process), wired
-      as #752 does. The server's own process never opens a socket of it, and ``ZMQTransport.close`` raises
-      when none was opened: its ``close`` there does nothing (the broker thread ends with the process).
+    LitServe 0.2.19 has no option for them: ``LitServer._init_manager`` (run by ``LitServer.run``, before
+    it starts the workers and the HTTP processes) makes them, as queues of a ``multiprocessing.Manager``,
+    into ``litapi_request_queues`` and ``_transport``. This wraps ``_init_manager`` to replace both once it
+    has made them (its Manager still holds LitServe's other shared state). What replaces them must survive
+    being inherited by forked processes (the HTTP processes) and pickled for spawned ones (the workers).
+    ``fast_queue=True``, LitServe's own alternative for the answers, has no effect in 0.2.19 (issue #751).
     """
-    import multiprocessing
-
-    from litserve.transport.zmq_queue import Broker
-    from litserve.transport.zmq_transport import ZMQTransport
-
     init_manager = server._init_manager
 
-    def init_manager_with_fast_queues(num_api_servers: int):
+    def init_manager_then_replace_queues(num_api_servers: int):
         manager = init_manager(num_api_servers)
         for path in server.litapi_request_queues:
-            server.litapi_request_queues[path] = multiprocessing.get_context("spawn").Queue()
-        broker = Broker()
-        broker.start()
-        transport = ZMQTransport(
-            backend_address=broker.backend_address, frontend_address=broker.frontend_address
-        )
-        transport.close = lambda **kwargs: None  # not pickled: the workers and HTTP processes have their own
-        server._transport = transport
+            server.litapi_request_queues[path] = request_queue()
+        server._transport = answer_transport(num_api_servers)
         return manager
 
-    server._init_manager = init_manager_with_fast_queues
+    server._init_manager = init_manager_then_replace_queues

@@ -162,10 +162,10 @@ def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, d
 
 @pytest.mark.slow  # whole processes
 def test_litserves_own_queues_and_a_batch_timeout_give_the_same_answers(tmp_path, digit_checkpoint):
-    """The settings for other loads: LitServe's Manager queues (``--no-fast_queue``), one HTTP process, two
+    """The settings for other loads: LitServe's Manager queues (``--no-pipes``), one HTTP process, two
     workers, and batches that wait for more requests."""
     served = ServerProcess(
-        "--ckpt_path", digit_checkpoint, "--no-fast_queue", "--api_servers", "1", "--workers", "2",
+        "--ckpt_path", digit_checkpoint, "--no-pipes", "--api_servers", "1", "--workers", "2",
         "--batch_timeout", "0.002", cwd=tmp_path,
     )  # fmt: skip
     try:

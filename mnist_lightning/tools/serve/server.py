@@ -11,9 +11,8 @@
 
 LitServe answers HTTP in ``--api_servers`` processes, which decode and prepare each image, and runs the
 network in ``--workers`` worker processes (``--threads`` each), which batch the requests queued for them
-(``--max_batch_size``, ``--batch_timeout``); requests reach the workers through a pipe and the answers come
-back over ZeroMQ (``--fast_queue``, see ``compat.use_fast_queues``). Ctrl-C or SIGTERM stops the server and
-its processes.
+(``--max_batch_size``, ``--batch_timeout``); requests and answers travel between them through pipes
+(``--pipes``; ``transport.py``). Ctrl-C or SIGTERM stops the server and its processes.
 """
 
 # No ``from __future__ import annotations``: LitServer reads the type of decode_request's ``request`` to let
@@ -21,6 +20,7 @@ its processes.
 import argparse
 import errno
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -50,6 +50,7 @@ from mnist_lightning.tools.serve.requests import (
     body_too_large_response,
     validation_error_response,
 )
+from mnist_lightning.tools.serve.transport import PipeTransport
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServer.run accepts
 FAVICON = (
@@ -206,11 +207,12 @@ def favicon(request: Request) -> Response:
 
 
 def build_server(
-    api: DigitClassifierAPI, max_request_bytes: int, workers: int = 1, fast_queue: bool = True
+    api: DigitClassifierAPI, max_request_bytes: int, workers: int = 1, pipes: bool = True
 ) -> ls.LitServer:
     """A LitServer for ``api`` with ``workers`` inference workers: a body over ``max_request_bytes`` gets a
     413, a bad one a 400, GET / the page; the body of POST /predict is JSON whatever its Content-Type;
-    ``fast_queue``: see :func:`mnist_lightning.compat.use_fast_queues`.
+    ``pipes``: requests and answers through pipes (a ``multiprocessing.Queue``, a :class:`PipeTransport`)
+    rather than LitServe's Manager queues.
 
     LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
     """
@@ -228,8 +230,8 @@ def build_server(
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
     server.app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
-    if fast_queue:
-        compat.use_fast_queues(server)
+    if pipes:
+        compat.replace_litserve_queues(server, multiprocessing.get_context("spawn").Queue, PipeTransport)
     server.app.add_middleware(JsonBody)
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
@@ -296,9 +298,8 @@ def main(args: list[str]) -> None:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each worker (>= 1)")
     parser.add_argument("--api_servers", type=int, default=1, help="HTTP server processes (>= 1)")
     parser.add_argument(
-        "--fast_queue", action=argparse.BooleanOptionalAction, default=True,
-        help="requests to the workers through a pipe and answers back over ZeroMQ (--no-fast_queue: "
-        "LitServe's Manager queues)",
+        "--pipes", action=argparse.BooleanOptionalAction, default=True,
+        help="requests to the workers and answers back through pipes (--no-pipes: LitServe's Manager queues)",
     )  # fmt: skip
     parser.add_argument("--max_request_mb", type=float, default=4.0, help="largest accepted request body, MB")
     parser.add_argument(
@@ -323,7 +324,7 @@ def main(args: list[str]) -> None:
         model_source, classes, options.max_batch_size, options.batch_timeout, options.threads
     )
     server = build_server(
-        api, int(options.max_request_mb * 1_000_000), workers=options.workers, fast_queue=options.fast_queue
+        api, int(options.max_request_mb * 1_000_000), workers=options.workers, pipes=options.pipes
     )
     check_can_listen(options.host, options.port)
     stop_on_signals()
