@@ -4,6 +4,7 @@ concurrency, an exported file, and stopping it with Ctrl-C."""
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import signal
@@ -26,6 +27,7 @@ from mnist_lightning.tools.serve.server import (
     FirstRequestLoop,
     ModelSource,
     check_can_listen,
+    freeze_imported_objects,
 )
 
 from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
@@ -213,6 +215,14 @@ def test_a_batch_takes_the_requests_queued_behind_its_first_and_waits_for_none()
     assert [uid for _, uid, _ in batch] == ["uid2"]
     assert time.monotonic() - started < 0.5  # no waiting for a second request
     assert loop.get_batch_requests(api, requests, transport=None) == ([], [])  # after a second with none
+
+
+def test_the_objects_of_the_imported_libraries_are_left_out_of_later_collections():
+    try:
+        freeze_imported_objects()
+        assert gc.get_freeze_count() > 100_000  # torch, FastAPI, LitServe...
+    finally:
+        gc.unfreeze()
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):

@@ -19,6 +19,7 @@ network in ``--workers`` worker processes (``--threads`` each), which batch the 
 # FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
 import argparse
 import errno
+import gc
 import json
 import multiprocessing
 import os
@@ -172,6 +173,7 @@ class DigitClassifierAPI(ls.LitAPI):
         # the server, and here it would interrupt LitServe's loop with a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         self.predict_probabilities = self.source.load_predictor(self.threads)
+        freeze_imported_objects()
 
     def decode_request(self, request: DigitRequest) -> np.ndarray:
         return np.frombuffer(request.image, dtype=np.uint8).reshape(FIELD, FIELD)
@@ -236,6 +238,18 @@ def build_server(
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
     return server
+
+
+def freeze_imported_objects() -> None:
+    """Leave the objects that exist now (mostly those of the imported libraries: torch, onnxruntime, FastAPI,
+    about 480,000) out of this process's future garbage collections.
+
+    Under load, the objects of requests in flight survive into the oldest generation, so Python runs a full
+    collection every few seconds; each went through all those objects, 250-300 ms during which the process
+    answered nothing (every request in flight waited: p99 at 64 connections 350-470 ms, p50 55-75 ms).
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def check_can_listen(host: str, port: int) -> None:
@@ -328,6 +342,7 @@ def main(args: list[str]) -> None:
     )
     check_can_listen(options.host, options.port)
     stop_on_signals()
+    freeze_imported_objects()  # the HTTP processes are forked from this one after this
     print(
         f"Serving {model_source.path} at http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True
     )
