@@ -310,7 +310,7 @@ def main(args: list[str]) -> None:
     )  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="inference worker processes (>= 1)")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each worker (>= 1)")
-    parser.add_argument("--api_servers", type=int, default=1, help="HTTP server processes (>= 1)")
+    parser.add_argument("--api_servers", type=int, default=2, help="HTTP server processes (>= 1)")
     parser.add_argument(
         "--pipes", action=argparse.BooleanOptionalAction, default=True,
         help="requests to the workers and answers back through pipes (--no-pipes: LitServe's Manager queues)",
