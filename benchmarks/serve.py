@@ -1,11 +1,12 @@
 """Throughput and latency of ``python -m mnist_lightning serve`` under load from ``wrk``, beside a baseline.
 
-Three servers of the same model, one after the other, each started pinned to the same CPU cores (``taskset``):
+Servers of the same model, one after the other, each started pinned to the same CPU cores (``taskset``):
 
 - (a) ``serve --ckpt_path CKPT`` (LitServe, the checkpoint run by torch);
 - (b) ``serve --model model.onnx`` (LitServe, the checkpoint exported to ONNX, run by onnxruntime);
 - (c) ``benchmarks/baseline_server.py model.onnx``: what a user might write instead, one FastAPI + uvicorn
-  process running the same ONNX file with onnxruntime, the same image preparation, no batching.
+  process running the same ONNX file with onnxruntime, the same image preparation, no batching;
+- (d) the same with onnxruntime on one thread (``--threads 1``), the baseline tuned as ``serve`` is.
 
 Each server first answers a sample of test digits one by one, checked against the model run in this process
 on the same prepared digits; then ``wrk`` (the Debian package ``wrk``) loads it: a warm-up, then 1, 8 and 64
@@ -61,6 +62,7 @@ SERVERS = {
     "a": "(a) serve --ckpt_path",
     "b": "(b) serve --model model.onnx",
     "c": "(c) baseline: FastAPI + onnxruntime",
+    "d": "(d) baseline, onnxruntime on 1 thread",
 }
 
 
@@ -189,16 +191,22 @@ def cpu_seconds(root: int) -> dict[str, float]:
     return seconds
 
 
-def runqueue_wait_seconds(root: int) -> float:
-    """How long the threads of ``root``'s processes have waited, runnable, for a core (``schedstat``)."""
-    waited = 0
+def runqueue_waits(root: int) -> dict[int, int]:
+    """How long each thread of ``root``'s processes has waited, runnable, for a core (ns, ``schedstat``)."""
+    waited = {}
     for pid in process_tree(root):
         for task in Path(f"/proc/{pid}/task").glob("*"):
             try:
-                waited += int((task / "schedstat").read_text().split()[1])
+                waited[int(task.name)] = int((task / "schedstat").read_text().split()[1])
             except (OSError, IndexError, ValueError):
                 continue
-    return waited / 1e9
+    return waited
+
+
+def waited_seconds(before: dict[int, int], after: dict[int, int]) -> float:
+    """The waiting between two :func:`runqueue_waits` of the threads alive at the second (a thread that
+    ended in between is left out; one that started counts from zero)."""
+    return sum(end - before.get(thread, 0) for thread, end in after.items()) / 1e9
 
 
 def cpu_pressure_seconds() -> float:
@@ -312,10 +320,11 @@ def measure(key: str, command: list[str], options, bodies, labels, expected, bod
         served = 0
         for connections in options.connections:
             before, wrk_before = cpu_seconds(server.process.pid), children_cpu()
-            waited, pressure = runqueue_wait_seconds(server.process.pid), cpu_pressure_seconds()
+            waits, pressure = runqueue_waits(server.process.pid), cpu_pressure_seconds()
             row = run_wrk(wrk, port, bodies_path, connections, options.threads, options.duration)
             after, wrk_used = cpu_seconds(server.process.pid), children_cpu() - wrk_before
-            row["waited_ms"] = 1000 * (runqueue_wait_seconds(server.process.pid) - waited) / row["requests"]
+            waited = waited_seconds(waits, runqueue_waits(server.process.pid))
+            row["waited_ms"] = 1000 * waited / row["requests"]
             row["pressure"] = (cpu_pressure_seconds() - pressure) / options.duration
             row["load"] = os.getloadavg()[0]
             row["cpu_ms"] = {
@@ -428,7 +437,7 @@ def main() -> None:
     )
     parser.add_argument("--connections", nargs="+", type=int, default=list(CONNECTIONS))
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measurement")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds of each measurement")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of the warm-up (64 connections)")
     parser.add_argument("--soak", type=int, default=0, help="load each server with this many requests in all "
                         "(64 connections) before its memory is measured again")  # fmt: skip
@@ -459,6 +468,13 @@ def main() -> None:
                 str(REPO / "benchmarks" / "baseline_server.py"),
                 onnx_path,
                 *shlex.split(options.baseline_args),
+            ],
+            "d": [
+                sys.executable,
+                str(REPO / "benchmarks" / "baseline_server.py"),
+                onnx_path,
+                "--threads",
+                "1",
             ],
         }
         for key in options.servers:
