@@ -9,7 +9,7 @@ module costs nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 # --- Lightning 2.6 (lightning.pytorch) ----------------------------------------------------------------------
@@ -127,3 +127,32 @@ def storage_of(study: Any) -> Any:
 def trial_id_of(trial: Any) -> int:
     """The storage id of a Trial or FrozenTrial (``_trial_id``), which storage methods take."""
     return trial._trial_id
+
+
+# --- LitServe 0.2.19 -------------------------------------------------------------------------------------
+
+
+def replace_litserve_queues(
+    server: Any, request_queue: Callable[[], Any], answer_transport: Callable[[int], Any]
+) -> None:
+    """Give a ``litserve.LitServer`` other queues between its processes: ``request_queue()`` for each
+    endpoint's requests, ``answer_transport(number of HTTP processes)`` (a LitServe ``MessageTransport``) for
+    the answers.
+
+    LitServe 0.2.19 has no option for them: ``LitServer._init_manager`` (run by ``LitServer.run``, before
+    it starts the workers and the HTTP processes) makes them, as queues of a ``multiprocessing.Manager``,
+    into ``litapi_request_queues`` and ``_transport``. This wraps ``_init_manager`` to replace both once it
+    has made them (its Manager still holds LitServe's other shared state). What replaces them must survive
+    being inherited by forked processes (the HTTP processes) and pickled for spawned ones (the workers).
+    ``fast_queue=True``, LitServe's own alternative for the answers, has no effect in 0.2.19 (issue #751).
+    """
+    init_manager = server._init_manager
+
+    def init_manager_then_replace_queues(num_api_servers: int):
+        manager = init_manager(num_api_servers)
+        for path in server.litapi_request_queues:
+            server.litapi_request_queues[path] = request_queue()
+        server._transport = answer_transport(num_api_servers)
+        return manager
+
+    server._init_manager = init_manager_then_replace_queues

@@ -89,3 +89,26 @@ def test_a_studys_storage_and_a_trials_id_are_reachable():
     trial = study.ask()
     stored = compat.storage_of(study).get_trial(compat.trial_id_of(trial))
     assert stored.number == trial.number
+
+
+def test_a_litservers_queues_are_replaced_once_it_has_made_them():
+    import litserve as ls
+    from litserve.transport.factory import TransportConfig
+
+    class Echo(ls.LitAPI):
+        def setup(self, device):
+            pass
+
+        def predict(self, x):
+            return x
+
+    # the LitServe bug behind the replacement; when this fails, LitServe's own fast_queue may work
+    assert TransportConfig(transport_config="zmq").transport_type == "mp"
+    server = ls.LitServer(Echo(), accelerator="cpu")
+    compat.replace_litserve_queues(server, list, lambda consumers: ("answers", consumers))
+    manager = server._init_manager(2)
+    try:
+        assert list(server.litapi_request_queues.values()) == [[]]
+        assert server._transport == ("answers", 2)
+    finally:
+        manager.shutdown()

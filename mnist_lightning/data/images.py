@@ -96,14 +96,15 @@ def read_image(path: Path) -> Image.Image:
         raise UnreadableImage(f"not a readable image ({reason})") from None
 
 
-def grayscale(image: Image.Image) -> np.ndarray:
-    """The image as a float array in [0, 1] (0 black, 1 white); transparent pixels become white."""
+def _grey_levels(image: Image.Image) -> np.ndarray:
+    """The image's 8-bit grey levels (uint8), transparent pixels white; a 16-bit or float image as floats in
+    [0, 1] instead."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16-bit and float grey levels
         pixels = np.asarray(image, dtype=np.float64)
         return np.clip(pixels / (65535.0 if pixels.max() > 255 else 255.0), 0.0, 1.0)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
-    return np.asarray(image.convert("L"), dtype=np.float64) / 255.0
+    return np.asarray(image if image.mode == "L" else image.convert("L"))
 
 
 def prepare_digit(image: Image.Image | np.ndarray, invert: InvertMode = "auto") -> torch.Tensor:
@@ -112,17 +113,33 @@ def prepare_digit(image: Image.Image | np.ndarray, invert: InvertMode = "auto") 
     ``image`` is a PIL image of any size and mode, or an array of grey levels in [0, 1]. Raises
     UnreadableImage when no ink stands out from the background (a blank picture, or the wrong ``invert``).
     """
-    pixels = grayscale(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float64)
-    light_background = np.median(_border(pixels)) > 0.5
-    if invert == "always" or (invert == "auto" and light_background):
-        pixels = 1.0 - pixels
-    ink = _remove_background(pixels)
-    rows, cols = np.nonzero(ink)
-    if len(rows) == 0:
-        wrong_way = light_background and invert == "never"
-        hint = " (dark ink on light paper needs invert 'auto' or 'always')" if wrong_way else ""
-        raise UnreadableImage(f"no digit found: nothing brighter than the background{hint}")
-    digit = _fit_box(ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1])
+    levels = _grey_levels(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float64)
+    if levels.dtype == np.uint8:
+        # An 8-bit picture has at most 256 grey levels: each step below is worked out once per level (a
+        # table indexed by the pixels) rather than once per pixel, and only the box around the ink is
+        # looked up; the values are those of the per-pixel steps, computed the same way.
+        table = np.arange(256) / 255.0
+        border = _border(levels)
+        light_background = _median(table[border]) > 0.5
+        if invert == "always" or (invert == "auto" and light_background):
+            table = 1.0 - table
+        floor = _background_floor(table[border])
+        peak = max(table[levels.min()], table[levels.max()])  # the table is monotonic
+        box = _ink_box(table[levels] > floor) if peak > floor else None
+        if box is None:
+            _no_digit(light_background, invert)
+        ink = _ink(table, floor, peak)[levels[box]]
+    else:
+        pixels = levels
+        light_background = _median(_border(pixels)) > 0.5
+        if invert == "always" or (invert == "auto" and light_background):
+            pixels = 1.0 - pixels
+        floor, peak = _background_floor(_border(pixels)), pixels.max()
+        box = _ink_box(pixels > floor) if peak > floor else None
+        if box is None:
+            _no_digit(light_background, invert)
+        ink = _ink(pixels[box], floor, peak)
+    digit = _fit_box(ink)
     return torch.from_numpy(np.round(_centre(digit) * 255.0).astype(np.uint8))
 
 
@@ -146,18 +163,40 @@ def _border(pixels: np.ndarray) -> np.ndarray:
     return np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
 
 
-def _remove_background(pixels: np.ndarray) -> np.ndarray:
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D array without NaNs (the same value), without its overhead."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return np.partition(values, middle)[middle]
+    low, high = np.partition(values, [middle - 1, middle])[middle - 1 : middle + 1]
+    return (low + high) / 2
+
+
+def _background_floor(border: np.ndarray) -> float:
+    """The level at and below which a pixel is background or its noise: the median of the border plus
+    NOISE_SIGMAS robust standard deviations of it."""
+    background = _median(border)
+    spread = 1.4826 * _median(np.abs(border - background))  # a standard deviation robust to ink on it
+    return background + NOISE_SIGMAS * spread
+
+
+def _ink_box(is_ink: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of the True pixels; None when there are none."""
+    rows, cols = np.flatnonzero(is_ink.any(axis=1)), np.flatnonzero(is_ink.any(axis=0))
+    if len(rows) == 0:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+
+def _ink(pixels: np.ndarray, floor: float, peak: float) -> np.ndarray:
     """Background and its noise -> 0, brightest ink -> 1; an MNIST digit (black border) keeps its levels."""
-    border = _border(pixels)
-    background = np.median(border)
-    spread = 1.4826 * np.median(
-        np.abs(border - background)
-    )  # a standard deviation robust to ink on the border
-    floor = background + NOISE_SIGMAS * spread
-    peak = pixels.max()
-    if peak <= floor:
-        return np.zeros_like(pixels)
-    return np.clip((pixels - floor) / (peak - floor), 0.0, 1.0)
+    return np.minimum(np.maximum((pixels - floor) / (peak - floor), 0.0), 1.0)  # np.clip, less overhead
+
+
+def _no_digit(light_background: bool, invert: InvertMode) -> None:
+    wrong_way = light_background and invert == "never"
+    hint = " (dark ink on light paper needs invert 'auto' or 'always')" if wrong_way else ""
+    raise UnreadableImage(f"no digit found: nothing brighter than the background{hint}")
 
 
 def _fit_box(ink: np.ndarray) -> np.ndarray:
@@ -169,7 +208,7 @@ def _fit_box(ink: np.ndarray) -> np.ndarray:
     if size == (width, height):
         return ink
     resized = Image.fromarray(ink.astype(np.float32)).resize(size, Image.Resampling.BILINEAR)
-    resized = np.clip(np.asarray(resized, dtype=np.float64), 0.0, 1.0)
+    resized = np.minimum(np.maximum(np.asarray(resized, dtype=np.float64), 0.0), 1.0)
     return resized / resized.max()  # strokes thinned by shrinking get MNIST's white core back
 
 

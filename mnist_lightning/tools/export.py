@@ -119,18 +119,26 @@ def write_pt2(model: ProbabilityModel, spec: DatasetSpec, path: Path) -> None:
         torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
 
 
-def load_onnx(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
-    """An onnxruntime session on the CPU for an exported file, and the file's metadata."""
+def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
+    """An onnxruntime session on the CPU for an exported file, and the file's metadata; ``threads``: the
+    session's intra-op threads (onnxruntime's default: one per core)."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return (
         lambda images: session.run(None, {INPUT_NAME: images})[0]
     ), session.get_modelmeta().custom_metadata_map
 
 
-def load_pt2(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
-    """``torch.export.load`` of an exported file as a callable on NumPy arrays, and the file's metadata."""
+def load_pt2(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
+    """``torch.export.load`` of an exported file as a callable on NumPy arrays, and the file's metadata;
+    ``threads``: torch's intra-op threads in this process (torch's default: one per core)."""
+    if threads is not None:
+        torch.set_num_threads(threads)
     extra_files = {"metadata.json": ""}
     module = torch.export.load(path, extra_files=extra_files).module()
 
@@ -157,9 +165,10 @@ def format_of(path: str | os.PathLike) -> tuple[str, str, Callable, Callable]:
     return FORMATS[suffix]
 
 
-def load_exported(path: str | os.PathLike) -> tuple[Predictor, dict[str, str]]:
-    """Load an exported ``.onnx`` or ``.pt2`` file: a predictor and the file's metadata."""
-    return format_of(path)[3](path)
+def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
+    """Load an exported ``.onnx`` or ``.pt2`` file: a predictor and the file's metadata; ``threads``: the
+    runtime's intra-op threads (its default when None)."""
+    return format_of(path)[3](path, threads)
 
 
 @dataclass(frozen=True)

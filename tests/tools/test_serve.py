@@ -4,12 +4,15 @@ concurrency, an exported file, and stopping it with Ctrl-C."""
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import signal
 import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from queue import Queue
 
 import pytest
 import torch
@@ -19,7 +22,13 @@ from mnist_lightning.cli.main import main
 from mnist_lightning.data.images import prepare_digit
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.export import export, load_probability_model
-from mnist_lightning.tools.serve.server import check_can_listen
+from mnist_lightning.tools.serve.server import (
+    DigitClassifierAPI,
+    FirstRequestLoop,
+    ModelSource,
+    check_can_listen,
+    freeze_imported_objects,
+)
 
 from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
 
@@ -151,6 +160,69 @@ def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, d
         status = served.stop(signal.SIGINT)
     assert status == 0, served.stderr()[-3000:]
     assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+
+
+@pytest.mark.slow  # whole processes
+def test_litserves_own_queues_and_a_batch_timeout_give_the_same_answers(tmp_path, digit_checkpoint):
+    """The settings for other loads: LitServe's Manager queues (``--no-pipes``), one HTTP process, two
+    workers, and batches that wait for more requests."""
+    served = ServerProcess(
+        "--ckpt_path", digit_checkpoint, "--no-pipes", "--api_servers", "1", "--workers", "2",
+        "--batch_timeout", "0.002", cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        pictures, digits = digit_pictures(30, seed=19)
+        expected = expected_probabilities(digit_checkpoint, pictures)
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            answers = list(pool.map(lambda picture: predict(served.url, encoded(picture)), pictures))
+        for (status, answer), probabilities, digit in zip(answers, expected, digits, strict=True):
+            assert status == 200, answer
+            assert_answer(answer, probabilities, digit)
+    finally:
+        status = served.stop(signal.SIGTERM)
+    assert status == 0, served.stderr()[-3000:]
+    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--workers", "0", "--workers must be at least 1, got 0"),
+        ("--threads", "0", "--threads must be at least 1, got 0"),
+        ("--api_servers", "0", "--api_servers must be at least 1, got 0"),
+        ("--batch_timeout", "-0.1", "--batch_timeout must be 0 seconds or more, got -0.1"),
+    ],
+)
+def test_a_setting_out_of_range_is_a_usage_error(tiny_checkpoint, option, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--ckpt_path", str(tiny_checkpoint), option, value])
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_batch_takes_the_requests_queued_behind_its_first_and_waits_for_none():
+    source = ModelSource("model.onnx", exported=True)
+    api = DigitClassifierAPI(source, ["0"], max_batch_size=2, batch_timeout=0)
+    api.request_timeout = 30  # as LitServer sets it
+    requests = Queue()
+    for number in range(3):
+        requests.put((0, f"uid{number}", time.monotonic(), f"request {number}"))
+    loop = FirstRequestLoop()
+    batch, timed_out = loop.get_batch_requests(api, requests, transport=None)
+    assert [uid for _, uid, _ in batch] == ["uid0", "uid1"] and timed_out == []
+    started = time.monotonic()
+    batch, _ = loop.get_batch_requests(api, requests, transport=None)
+    assert [uid for _, uid, _ in batch] == ["uid2"]
+    assert time.monotonic() - started < 0.5  # no waiting for a second request
+    assert loop.get_batch_requests(api, requests, transport=None) == ([], [])  # after a second with none
+
+
+def test_the_objects_of_the_imported_libraries_are_left_out_of_later_collections():
+    try:
+        freeze_imported_objects()
+        assert gc.get_freeze_count() > 100_000  # torch, FastAPI, LitServe...
+    finally:
+        gc.unfreeze()
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path, capsys):

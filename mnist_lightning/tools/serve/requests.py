@@ -1,0 +1,125 @@
+"""What ``POST /predict`` reads, in the server's HTTP processes: the JSON body whatever its Content-Type,
+its ``image`` decoded and prepared as an MNIST digit while FastAPI validates the body, and the 4xx answers
+that say what was wrong with a bad one.
+"""
+
+# No ``from __future__ import annotations``: FastAPI resolves DigitRequest's field types at run time.
+import base64
+import binascii
+import io
+from typing import Annotated, Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from PIL import Image, ImageOps
+from pydantic import BaseModel, BeforeValidator, WithJsonSchema
+
+from mnist_lightning.data.images import UnreadableImage, prepare_digit
+
+MAX_PIXELS = 25_000_000  # larger pictures are refused before they are decoded (memory and time)
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode an image from untrusted bytes; ValueError saying why when that fails."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise ValueError(
+                    f"is {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} accepted"
+                )
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except ValueError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ValueError("is not an image: its bytes are in no image format PIL knows") from None
+    except Exception as err:  # PIL raises many types on malformed bytes; all mean "not an image" here
+        raise ValueError(f"is not a readable image ({type(err).__name__}: {err})") from None
+
+
+def prepared_digit(value: Any) -> bytes:
+    """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
+
+    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image, or the image
+    shows no digit.
+    """
+    if not isinstance(value, str):
+        raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
+    text = value.strip()
+    if text.startswith("data:"):  # data:image/png;base64,....
+        text = text.partition(",")[2]
+    if not text:
+        raise ValueError("is empty")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise ValueError(f"is not valid base64 ({err})") from None
+    try:
+        digit = prepare_digit(decode_image(data))
+    except UnreadableImage as err:
+        raise ValueError(str(err)) from None
+    return digit.numpy().tobytes()
+
+
+PreparedDigit = Annotated[
+    bytes,
+    BeforeValidator(prepared_digit),
+    WithJsonSchema({"type": "string", "description": "base64 PNG or JPEG of one digit; a data URL is fine"}),
+]
+
+
+class DigitRequest(BaseModel):
+    """The JSON body of ``POST /predict``; validating it decodes and prepares the image.
+
+    FastAPI validates each request's body by itself in the HTTP process, so a bad image is answered alone
+    with a 400. Raising ``HTTPException`` in ``LitAPI.decode_request`` instead would answer every request of
+    the batch it arrived in with that error: LitServe's batched loop decodes a whole batch in one ``try``.
+    """
+
+    image: PreparedDigit
+
+
+def validation_error_response(request: Request, error: RequestValidationError) -> JSONResponse:
+    """400 with one sentence per problem, e.g. ``image: is not valid base64 (...)``, instead of FastAPI's 422
+    list of error objects."""
+    problems = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+        if problem.get("type") == "json_invalid":
+            problems.append(
+                f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'decode error')})"
+            )
+        else:
+            message = problem.get("msg", "invalid").removeprefix("Value error, ")
+            problems.append(f"{where}: {message[0].lower()}{message[1:]}" if message else where)
+    return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
+
+
+def body_too_large_response(max_request_bytes: int):
+    """The answer to LitServe's 413 (``max_payload_size``), with the limit in it."""
+
+    def respond(request: Request, error: Exception) -> JSONResponse:
+        limit = f"{max_request_bytes / 1_000_000:g} MB"
+        return JSONResponse(
+            status_code=413, content={"detail": f"the request body is over the {limit} limit"}
+        )
+
+    return respond
+
+
+class JsonBody:
+    """ASGI middleware: the body of ``POST /predict`` is read as JSON whatever its Content-Type.
+
+    ``curl -d '{"image": ...}'`` sends ``application/x-www-form-urlencoded``, for which FastAPI would validate
+    the raw bytes ("body: input should be a valid dictionary"); a body that is not JSON still gets a 400.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == "/predict":
+            headers = [(name, value) for name, value in scope["headers"] if name != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
