@@ -30,6 +30,7 @@ def run_presets(subcommand: str, presets: list, *args: str, cwd) -> tuple[str, s
     "preset,key,expected",
     [
         (BEST, ("data", "augment", "rotation"), 10.0),
+        (REPO / "configs" / "quick99.yaml", ("model", "net", "init_args", "channels"), [16, 32, 64]),
         (DEBUG / "fast_dev_run.yaml", ("trainer", "fast_dev_run"), True),
         (DEBUG / "overfit.yaml", ("trainer", "overfit_batches"), 2),
         (DEBUG / "profiler.yaml", ("trainer", "profiler"), "simple"),

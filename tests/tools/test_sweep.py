@@ -18,9 +18,10 @@ import yaml
 
 from mnist_lightning import compat
 from mnist_lightning.tools.sweep.report import PLOTS
+from mnist_lightning.tools.sweep.spec import load_sweep_file
 from mnist_lightning.tools.sweep.storage import HEARTBEAT, HOST, PID, RetryTrial, retried_from
 
-from helpers.commands import subprocess_env
+from helpers.commands import REPO, subprocess_env
 from helpers.sweeps import run_sweep, sweep_args, write_sweep
 
 
@@ -304,3 +305,12 @@ def test_a_sweep_file_that_is_not_valid_yaml_is_named_with_the_line(tmp_path, ti
         f"error: the sweep file '{broken}' is not valid YAML at line 3, column 3: expected ',' or '}}', "
         f"but got '<scalar>'.\n"
     )
+
+
+SHIPPED_SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED_SWEEPS, ids=lambda path: path.name)
+def test_every_shipped_sweep_file_is_a_valid_sweep(path):
+    spec = load_sweep_file(path)
+    assert spec.params, f"{path.name} searches nothing"
