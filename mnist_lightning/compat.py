@@ -72,6 +72,53 @@ def set_logging_step(trainer: Any, step: int, epoch: int | None = None) -> None:
         trainer.fit_loop.epoch_progress.current.completed = epoch
 
 
+def skip_callback_hooks_that_do_nothing() -> None:
+    """Make Lightning call a callback's hook only where the callback overrides ``Callback``'s, which does
+    nothing. Lightning 2.6's ``trainer.call._call_callback_hooks`` calls every hook of every callback, each
+    inside a profiler context with a name built from ``state_key``: about 8 hooks per training step times the
+    recipe's 14 callbacks, of which a handful do something. Skipping the others made the seed recipe's epoch
+    6% faster (2-core CPU, epochs alternated in one fit). Nothing public decides which hooks are called.
+    Replaces the module function that the loops call (``call._call_callback_hooks``) with a copy of it
+    (checked on lightning 2.6.6) that leaves such calls out; applied once per process."""
+    from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
+    from lightning.pytorch.trainer import call
+
+    monitoring = (EarlyStopping, Checkpoint)  # Lightning's "monitoring callbacks"
+    if getattr(call._call_callback_hooks, "skips_hooks_that_do_nothing", False):
+        return
+    overridden: dict[tuple[type, str], bool] = {}
+
+    def does_something(callback: Any, hook_name: str) -> bool:
+        key = (type(callback), hook_name)
+        if key not in overridden:
+            own, base = getattr(type(callback), hook_name, None), getattr(Callback, hook_name, None)
+            overridden[key] = own is not base
+        return overridden[key] or hook_name in vars(callback)
+
+    def _call_callback_hooks(trainer, hook_name, *args, monitoring_callbacks=None, **kwargs) -> None:
+        callbacks = [callback for callback in trainer.callbacks if does_something(callback, hook_name)]
+        if monitoring_callbacks is True:
+            callbacks = [callback for callback in callbacks if isinstance(callback, monitoring)]
+        elif monitoring_callbacks is False:
+            callbacks = [callback for callback in callbacks if not isinstance(callback, monitoring)]
+        if not callbacks:
+            return
+        pl_module = trainer.lightning_module
+        if pl_module:
+            previous_fx_name, pl_module._current_fx_name = pl_module._current_fx_name, hook_name
+        for callback in callbacks:
+            fn = getattr(callback, hook_name)
+            if callable(fn):
+                with trainer.profiler.profile(f"[Callback]{callback.state_key}.{hook_name}"):
+                    fn(trainer, trainer.lightning_module, *args, **kwargs)
+        if pl_module:
+            pl_module._current_fx_name = previous_fx_name
+
+    _call_callback_hooks.skips_hooks_that_do_nothing = True
+    _call_callback_hooks.replaces = call._call_callback_hooks
+    call._call_callback_hooks = _call_callback_hooks
+
+
 def tensorboard_event_file(logger: Any) -> str:
     """The event file a TensorBoardLogger writes (tensorboard's ``EventFileWriter._file_name``, 2.x, behind
     torch's ``SummaryWriter.file_writer.event_writer``: no public accessor)."""

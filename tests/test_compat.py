@@ -112,3 +112,72 @@ def test_a_litservers_queues_are_replaced_once_it_has_made_them():
         assert server._transport == ("answers", 2)
     finally:
         manager.shutdown()
+
+
+def test_callback_hooks_that_do_nothing_are_skipped_and_the_others_called_as_before(tmp_path):
+    """The same hooks reach a callback that overrides them, with the same module state, as through Lightning's
+    own function; Callback's empty hooks are not called; the replaced function still has Lightning's
+    signature (the loops call it by keyword ``monitoring_callbacks``)."""
+    import hashlib
+    import inspect
+
+    from lightning.pytorch import Callback
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from lightning.pytorch.trainer import call
+
+    class Recorder(Callback):
+        def __init__(self):
+            self.calls = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.calls.append(("on_train_batch_end", pl_module._current_fx_name, batch_idx))
+
+        def on_before_backward(self, trainer, pl_module, loss):
+            self.calls.append(("on_before_backward", pl_module._current_fx_name))
+
+        def on_validation_epoch_end(self, trainer, pl_module):
+            self.calls.append(("on_validation_epoch_end", pl_module._current_fx_name))
+
+    class CountsProfiledHooks(Callback):
+        """Overrides nothing itself; an instance attribute is a hook too."""
+
+    def fit() -> tuple[list, list]:
+        recorder, counted = Recorder(), CountsProfiledHooks()
+        counted.on_train_epoch_end = lambda trainer, pl_module: recorder.calls.append(("instance hook",))
+        trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                          callbacks=[recorder, counted], default_root_dir=tmp_path)  # fmt: skip
+        names = []
+        profile = trainer.profiler.profile
+        trainer.profiler.profile = lambda name: names.append(name) or profile(name)
+        trainer.fit(BoringModel())
+        return recorder.calls, names
+
+    compat.skip_callback_hooks_that_do_nothing()
+    patched = call._call_callback_hooks
+    assert patched.skips_hooks_that_do_nothing
+    original = patched.replaces
+
+    def parameters(function):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+    assert parameters(original) == parameters(patched)
+    # the copy is of lightning 2.6.6's body: a changed upstream function must be compared with it again
+    source = inspect.getsource(original).encode()
+    assert hashlib.sha256(source).hexdigest()[:16] == "c413fb9a6a9ce1a3", "re-check compat's copy"
+    try:
+        call._call_callback_hooks = original
+        calls_before, profiled_before = fit()
+    finally:
+        call._call_callback_hooks = patched
+    calls_after, profiled_after = fit()
+
+    assert calls_after == calls_before
+    assert ("on_train_batch_end", "on_train_batch_end", 1) in calls_after and (
+        "instance hook",
+    ) in calls_after
+    skipped = [
+        name for name in profiled_before if name.startswith("[Callback]") and name not in profiled_after
+    ]
+    assert skipped and all("CountsProfiledHooks" in name or "Recorder" in name for name in skipped)
+    assert any(name.endswith("CountsProfiledHooks.on_train_epoch_end") for name in profiled_after)

@@ -7,6 +7,8 @@ import os
 import signal
 from typing import NoReturn
 
+from mnist_lightning import compat
+
 
 def _skip_nvml_probe_without_nvml() -> None:
     """Stop torch from looking for the NVIDIA driver library on every optimizer step where it is absent.
@@ -28,6 +30,9 @@ def prepare_process() -> None:
     # Redraw the progress bar every 50 steps, not every step (a visible cost for a model this small);
     # Lightning's TQDMProgressBar honours this variable, and users can still set it themselves.
     os.environ.setdefault("TQDM_MINITERS", "50")
+    # Call a callback's hook only where it does something: with the recipe's callbacks, most of the hooks
+    # called per training step are Callback's empty ones (see compat)
+    compat.skip_callback_hooks_that_do_nothing()
 
 
 def exit_interrupted(status: int) -> NoReturn:
