@@ -218,7 +218,7 @@ def results_table(good: list[dict[str, dict]], flagged: list[str], args: argpars
     default_rss, default_acc = med("c", "rss_mb"), med("c", "test_acc")
     targets = [
         ("(c) s/epoch <= 0.40 x (a)", f"c/a = {ratio_ca:.2f}", ratio_ca <= 0.40),
-        ("(c) s/epoch <= 2.0 x (b)", f"c/b = {ratio_cb:.2f} (rounds: {per_round_cb})", ratio_cb <= 2.0),
+        ("(c) s/epoch <= 1.5 x (b)", f"c/b = {ratio_cb:.2f} (rounds: {per_round_cb})", ratio_cb <= 1.5),
         (
             "fast preset: fit wall <= 10 s to >= 97.5% test acc",
             f"{fast_wall:.1f} s to {100 * fast_acc:.2f}%",
