@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import torch
 
 from mnist_lightning.callbacks import fingerprints
 
-from helpers.commands import CONFIG, QUICK
+from helpers.commands import CONFIG, QUICK, subprocess_env
 from helpers.inprocess import run_main
 from helpers.tracking import git_work_tree
 
@@ -102,3 +104,27 @@ def test_a_data_file_is_hashed_once_until_its_size_or_time_changes(tmp_path, mon
     assert len(hashed) == 2
     cached = json.loads(fingerprints.hash_cache_path().read_text())["files"]
     assert cached[str(data.resolve())]["size"] == 1000
+
+
+def test_the_cudnn_version_is_recorded_without_loading_cudnn_on_a_cpu_run():
+    """Asking torch for cuDNN's version loads more of the library (libcudnn_graph: 52 MB of resident memory
+    on a CPU-only run, which never uses it): a process without CUDA in use reads the installed wheel's."""
+    wheels = {
+        distribution.metadata["Name"].lower(): distribution.version
+        for distribution in importlib.metadata.distributions()
+        if (distribution.metadata["Name"] or "").lower().startswith("nvidia-cudnn-cu")
+    }
+    code = (
+        "import json, torch; from mnist_lightning.callbacks.fingerprints import package_versions; "
+        "libraries = lambda: {line.split('/')[-1].strip() for line in open('/proc/self/maps') "
+        "if 'cudnn' in line}; "
+        "before = libraries(); versions, _ = package_versions(); "
+        "print(json.dumps([versions['cudnn'], sorted(libraries() - before)]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env()
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded, loaded = json.loads(result.stdout.splitlines()[-1])
+    assert loaded == []  # (importing torch maps libcudnn.so itself)
+    assert recorded == (wheels[max(wheels)] if wheels else None)
