@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mnist_lightning.callbacks.outputs import write_json
+
 UNTRACKED_LISTED = 200  # untracked files named in provenance.json at most (a tree can hold thousands)
 HASH_CACHE_VERSION = 1
 LIBRARIES = ("torch", "lightning", "torchmetrics", "torchvision", "jsonargparse", "numpy")
@@ -175,9 +177,7 @@ def file_hashes(paths: list[Path]) -> list[dict[str, Any]]:
     if changed:
         with contextlib.suppress(OSError):
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.partial")
-            partial.write_text(json.dumps({"version": HASH_CACHE_VERSION, "files": entries}, indent=0))
-            os.replace(partial, cache_file)
+            write_json(cache_file, {"version": HASH_CACHE_VERSION, "files": entries}, indent=0)
     return found
 
 

@@ -4,8 +4,11 @@ run's TensorBoard."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
 from pathlib import Path
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import lightning as L
@@ -74,6 +77,14 @@ def logs_into_evaluation_folder(logger: Logger | None) -> bool:
     if isinstance(logger, TensorBoardLogger):
         return logger.sub_dir is not None
     return isinstance(logger, CSVLogger) and len(Path(str(logger.version)).parts) > 1
+
+
+def write_json(path: Path, data: Any, indent: int = 2) -> None:
+    """Write ``data`` to ``path`` as JSON, whole or not at all: into a hidden file named by this process (two
+    processes writing the same file do not share it), then renamed over ``path``."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(data, indent=indent, default=str) + "\n")
+    os.replace(partial, path)
 
 
 def writes_files(trainer: L.Trainer) -> bool:

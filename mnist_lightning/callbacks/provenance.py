@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
 from mnist_lightning.callbacks import fingerprints
-from mnist_lightning.callbacks.outputs import output_dir, run_folder, writes_files
+from mnist_lightning.callbacks.outputs import output_dir, run_folder, write_json, writes_files
 
 PROVENANCE_FILE = "provenance.json"
 FORMAT = 1
@@ -64,9 +64,7 @@ class Provenance(L.Callback):
         (folder / requirements_name).write_text("\n".join(requirements) + "\n")
         session["requirements_file"] = requirements_name
         sessions.append(session)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps({"format": FORMAT, "sessions": sessions}, indent=2, default=str) + "\n")
-        os.replace(partial, path)
+        write_json(path, {"format": FORMAT, "sessions": sessions})
 
 
 def read_sessions(path: Path) -> list[dict[str, Any]]:

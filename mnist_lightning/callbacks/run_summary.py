@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import datetime, timezone
@@ -16,7 +15,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import schema
-from mnist_lightning.callbacks.outputs import writes_files
+from mnist_lightning.callbacks.outputs import write_json, writes_files
 
 SUMMARY_FILE = "summary.json"
 
@@ -78,10 +77,7 @@ class RunSummary(L.Callback):
         if error:
             summary["error"] = error
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / SUMMARY_FILE
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-        os.replace(partial, path)
+        write_json(folder / SUMMARY_FILE, summary)
 
 
 def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> dict[str, Any]:

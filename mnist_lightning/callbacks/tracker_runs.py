@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +13,7 @@ from mnist_lightning.callbacks.outputs import (
     is_event_file,
     output_dir,
     run_folder,
+    write_json,
     writes_files,
 )
 from mnist_lightning.callbacks.provenance import PROVENANCE_FILE, read_sessions
@@ -44,10 +43,7 @@ class TrackerRuns(L.Callback):
         if not trackers:
             return
         references = {tracker.kind: tracker.reference() for tracker in trackers}
-        path = folder / TRACKERS_FILE
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(json.dumps(references, indent=2) + "\n")
-        os.replace(partial, path)
+        write_json(folder / TRACKERS_FILE, references)
         tags = run_labels(folder)
         for tracker in trackers:
             tracker.add_tags(tags)
