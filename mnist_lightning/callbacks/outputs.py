@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -85,6 +86,17 @@ def write_json(path: Path, data: Any, indent: int = 2) -> None:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     partial.write_text(json.dumps(data, indent=indent, default=str) + "\n")
     os.replace(partial, path)
+
+
+def local_time() -> str:
+    """Now, in the machine's time zone, to the second (ISO 8601): when a run or a session started or ended."""
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def global_seed() -> int | None:
+    """The seed ``seed_everything`` set for this process (Lightning keeps it in ``PL_GLOBAL_SEED``)."""
+    seed = os.environ.get("PL_GLOBAL_SEED")
+    return int(seed) if seed else None
 
 
 def writes_files(trainer: L.Trainer) -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +10,14 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
 from mnist_lightning.callbacks import fingerprints
-from mnist_lightning.callbacks.outputs import output_dir, run_folder, write_json, writes_files
+from mnist_lightning.callbacks.outputs import (
+    global_seed,
+    local_time,
+    output_dir,
+    run_folder,
+    write_json,
+    writes_files,
+)
 
 PROVENANCE_FILE = "provenance.json"
 FORMAT = 1
@@ -84,14 +89,13 @@ def describe_session(trainer: L.Trainer) -> tuple[dict[str, Any], str, list[str]
     versions, requirements = fingerprints.package_versions()
     stage = trainer.state.fn.value if trainer.state.fn is not None else None
     data_files = getattr(trainer.datamodule, "data_files", None)
-    seed = os.environ.get("PL_GLOBAL_SEED")
     session = {
         "command": stage,
-        "started": datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds"),
+        "started": local_time(),
         "command_line": fingerprints.command_line(),
         "cwd": str(Path.cwd()),
         "checkpoint": str(Path(trainer.ckpt_path).resolve()) if trainer.ckpt_path else None,
-        "seed": int(seed) if seed else None,
+        "seed": global_seed(),
         "project": {"name": "mnist-lightning", "version": fingerprints.project_version()},
         "git": git,
         "versions": versions,

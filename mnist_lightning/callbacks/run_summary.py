@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import schema
-from mnist_lightning.callbacks.outputs import write_json, writes_files
+from mnist_lightning.callbacks.outputs import global_seed, local_time, write_json, writes_files
 
 SUMMARY_FILE = "summary.json"
 
@@ -40,7 +38,7 @@ class RunSummary(L.Callback):
         if stage != "fit":
             return
         self._start = time.monotonic()
-        self._started_at = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+        self._started_at = local_time()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._write(trainer, pl_module, "running")
@@ -71,7 +69,7 @@ class RunSummary(L.Callback):
         summary.update(
             status=status,
             started=self._started_at,
-            ended=None if status == "running" else _now(),
+            ended=None if status == "running" else local_time(),
             fit_seconds=None if self._start is None else round(time.monotonic() - self._start, 2),
         )
         if error:
@@ -100,7 +98,7 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path)
         "epochs": trainer.fit_loop.epoch_progress.current.completed,
         "global_step": trainer.global_step,
         "early_stop_epoch": early_stop_epoch(trainer),
-        "seed": int(os.environ["PL_GLOBAL_SEED"]) if os.environ.get("PL_GLOBAL_SEED") else None,
+        "seed": global_seed(),
         "monitor": checkpoint.monitor if checkpoint is not None else None,
         "best_score": _number(best_score),
         "val_acc_best": _number(getattr(pl_module, "val_acc_best", None)) or None,
@@ -147,7 +145,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, torch.Tensor):
         value = value.item()
     return float(value) if isinstance(value, (int, float)) else None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
