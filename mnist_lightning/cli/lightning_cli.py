@@ -58,7 +58,11 @@ from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.schema import describe_class, tensorboard_hparams
 from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
-from mnist_lightning.training.checkpoints import CKPT_KEYWORDS, check_architecture, read_checkpoint
+from mnist_lightning.training.checkpoints import (
+    check_architecture,
+    is_checkpoint_file,
+    read_checkpoint,
+)
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
@@ -167,7 +171,7 @@ class MNISTLightningCLI(LightningCLI):
         give_run_folder(config.trainer)
         check_trackers(config.trainer)
         continue_tracker_runs(config, subcommand if subcommand in EVALUATIONS else None)
-        if ckpt_path and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:"):
+        if is_checkpoint_file(ckpt_path):
             self.checkpoint = read_checkpoint(ckpt_path)
             self.requested_net = copy.deepcopy(config.model.get("net"))
             data = checkpoint_data(config, self.checkpoint, args)

@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from mnist_lightning.callbacks.run_folder import run_folder_of
 from mnist_lightning.callbacks.tracker_runs import TRACKERS_FILE
 from mnist_lightning.errors import UserError
-from mnist_lightning.training.checkpoints import CKPT_KEYWORDS
+from mnist_lightning.training.checkpoints import is_checkpoint_file
 
 LOG_ROOT = "lightning_logs"  # the default recipe's save_dir: runs without a folder logger go there too
 FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)  # loggers whose log_dir is the run's folder
@@ -169,7 +169,7 @@ def continue_tracker_runs(config: Namespace, evaluation: str | None) -> None:
     value: ``trainer.enable_autolog_hparams`` off); an ``evaluation`` of another checkpoint gets new
     tracker runs named after it."""
     ckpt_path = config.get("ckpt_path")
-    if not ckpt_path or ckpt_path in CKPT_KEYWORDS or ckpt_path.startswith("registry:"):
+    if not is_checkpoint_file(ckpt_path):
         return
     run = run_folder_of(ckpt_path)
     recorded = {}

@@ -17,6 +17,11 @@ CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 RESUMABLE_NAMES = ("last.ckpt", "interrupted.ckpt")
 
 
+def is_checkpoint_file(ckpt_path: str | None) -> bool:
+    """Whether a ``--ckpt_path`` names a file: not unset, one of Lightning's keywords or a registry model."""
+    return bool(ckpt_path) and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:")
+
+
 def read_checkpoint(ckpt_path: str) -> dict:
     """Load ``ckpt_path`` on the CPU; a clear UserError unless it is a checkpoint of MNISTClassifier.
 
