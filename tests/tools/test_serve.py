@@ -110,14 +110,19 @@ def test_a_json_body_is_read_whatever_its_content_type(server, content_type):
     assert status == 400 and "the body is not valid JSON" in answer["detail"]
 
 
-def test_100_concurrent_requests_all_get_correct_answers(server, digit_checkpoint):
-    pictures, digits = digit_pictures(100, seed=11)
-    expected = expected_probabilities(digit_checkpoint, pictures)
-    with ThreadPoolExecutor(max_workers=100) as pool:
-        answers = list(pool.map(lambda picture: predict(server.url, encoded(picture)), pictures))
+def assert_concurrent_requests_get_right_answers(url: str, checkpoint, count: int, seed: int) -> None:
+    """``count`` pictures of digits sent at once: each answered 200 with the checkpoint's own answer."""
+    pictures, digits = digit_pictures(count, seed=seed)
+    expected = expected_probabilities(checkpoint, pictures)
+    with ThreadPoolExecutor(max_workers=count) as pool:
+        answers = list(pool.map(lambda picture: predict(url, encoded(picture)), pictures))
     for (status, answer), probabilities, digit in zip(answers, expected, digits, strict=True):
         assert status == 200, answer
         assert_answer(answer, probabilities, digit)
+
+
+def test_100_concurrent_requests_all_get_correct_answers(server, digit_checkpoint):
+    assert_concurrent_requests_get_right_answers(server.url, digit_checkpoint, 100, seed=11)
 
 
 def test_bad_requests_batched_with_good_ones_do_not_fail_them(server):
@@ -171,13 +176,7 @@ def test_litserves_own_queues_and_a_batch_timeout_give_the_same_answers(tmp_path
         "--batch_timeout", "0.002", cwd=tmp_path,
     )  # fmt: skip
     try:
-        pictures, digits = digit_pictures(30, seed=19)
-        expected = expected_probabilities(digit_checkpoint, pictures)
-        with ThreadPoolExecutor(max_workers=30) as pool:
-            answers = list(pool.map(lambda picture: predict(served.url, encoded(picture)), pictures))
-        for (status, answer), probabilities, digit in zip(answers, expected, digits, strict=True):
-            assert status == 200, answer
-            assert_answer(answer, probabilities, digit)
+        assert_concurrent_requests_get_right_answers(served.url, digit_checkpoint, 30, seed=19)
     finally:
         status = served.stop(signal.SIGTERM)
     assert status == 0, served.stderr()[-3000:]
