@@ -34,7 +34,6 @@ import json
 import os
 import platform
 import re
-import resource
 import shlex
 import shutil
 import signal
@@ -43,13 +42,23 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+from process_stats import (  # benchmarks/process_stats.py, beside this script
+    children_cpu,
+    cpu_pressure_seconds,
+    cpu_seconds,
+    process_tree,
+    rss_mb,
+    runqueue_waits,
+    waited_seconds,
+)
+from serve_report import SERVERS, Measured, checks_and_memory, cpu_table, markdown_table
 
+from mnist_lightning.callbacks.fingerprints import cpu_model
 from mnist_lightning.data.datasets import load_split
 from mnist_lightning.data.images import prepare_digit
 
@@ -58,12 +67,6 @@ LUA_SCRIPT = REPO / "benchmarks" / "post_bodies.lua"
 CONNECTIONS = (1, 8, 64)
 SAMPLE = 100  # digits each server answers one by one before the load, checked
 NETWORKS = {"MLP": "mnist_lightning.models.nets.MLP", "ConvNet": "mnist_lightning.models.nets.ConvNet"}
-SERVERS = {
-    "a": "(a) serve --ckpt_path",
-    "b": "(b) serve --model model.onnx",
-    "c": "(c) baseline: FastAPI + onnxruntime",
-    "d": "(d) baseline, onnxruntime on 1 thread",
-}
 
 
 def require_wrk() -> str:
@@ -128,96 +131,6 @@ def local_predictions(onnx_path: str, bodies: list[bytes]) -> np.ndarray:
     return session.run(None, {"images": images})[0]
 
 
-def process_tree(root: int) -> list[int]:
-    """``root`` and its descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rpartition(")")[2].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def rss_mb(root: int) -> float:
-    """The resident memory of ``root``'s processes together, MB."""
-    total = 0
-    for pid in process_tree(root):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
-        total += int(found.group(1)) if found else 0
-    return total / 1024
-
-
-def cpu_seconds(root: int) -> dict[str, float]:
-    """The CPU time (user + system) each process of ``root``'s tree has used, by role: ``main`` (the process
-    started), ``worker`` (LitServe's inference workers, spawned), ``manager`` (the multiprocessing Manager
-    holding LitServe's queues, forked before the workers), ``http`` (uvicorn processes, forked after them;
-    a server of one process is all ``http``)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    found = {}
-    for pid in sorted(process_tree(root)):
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        found[pid] = (command, (int(stat[11]) + int(stat[12])) / ticks)
-    if len(found) == 1:  # the baseline: one process answers HTTP and runs the model
-        return {"http": next(iter(found.values()))[1]}
-    workers = [pid for pid, (command, _) in found.items() if "spawn_main" in command]
-    seconds: dict[str, float] = {}
-    for pid, (command, used) in found.items():
-        if pid == root or command.startswith("taskset"):
-            role = "main"
-        elif "spawn_main" in command:
-            role = "worker"
-        elif "resource_tracker" in command:
-            role = "tracker"
-        else:
-            role = "manager" if workers and pid < min(workers) else "http"
-        seconds[role] = seconds.get(role, 0.0) + used
-    return seconds
-
-
-def runqueue_waits(root: int) -> dict[int, int]:
-    """How long each thread of ``root``'s processes has waited, runnable, for a core (ns, ``schedstat``)."""
-    waited = {}
-    for pid in process_tree(root):
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            try:
-                waited[int(task.name)] = int((task / "schedstat").read_text().split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    return waited
-
-
-def waited_seconds(before: dict[int, int], after: dict[int, int]) -> float:
-    """The waiting between two :func:`runqueue_waits` of the threads alive at the second (a thread that
-    ended in between is left out; one that started counts from zero)."""
-    return sum(end - before.get(thread, 0) for thread, end in after.items()) / 1e9
-
-
-def cpu_pressure_seconds() -> float:
-    """The time some runnable task on this machine has waited for a core (PSI ``some``), 0 without PSI."""
-    try:
-        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
-    except (OSError, IndexError):
-        return 0.0
-    return int(line.rpartition("total=")[2]) / 1e6
-
-
 class Server:
     """A server process started with ``taskset -c CPUS``; stopped with SIGTERM (its processes with it)."""
 
@@ -271,12 +184,6 @@ def check_answers(port: int, bodies: list[bytes], labels: list[int], expected: n
     return {"agree": agree, "correct": correct, "count": len(bodies), "max_difference": largest}
 
 
-def children_cpu() -> float:
-    """CPU seconds used by the finished child processes of this one (the wrk runs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_wrk(wrk: str, port: int, bodies_path: Path, connections: int, threads: int, seconds: float) -> dict:
     """One ``wrk`` run; its results (the JSON line ``post_bodies.lua`` prints at the end)."""
     command = [
@@ -296,16 +203,6 @@ def run_wrk(wrk: str, port: int, bodies_path: Path, connections: int, threads: i
         "p99_ms": figures["p99_us"] / 1000,
         "errors": errors,
     }
-
-
-@dataclass
-class Measured:
-    server: str
-    rows: list[dict] = field(default_factory=list)
-    check: dict = field(default_factory=dict)
-    rss_start_mb: float = 0.0
-    rss_end_mb: float = 0.0
-    requests_between: int = 0
 
 
 def measure(key: str, command: list[str], options, bodies, labels, expected, bodies_path, wrk) -> Measured:
@@ -356,72 +253,6 @@ def measure(key: str, command: list[str], options, bodies, labels, expected, bod
     finally:
         server.stop()
     return measured
-
-
-def markdown_table(results: list[Measured]) -> str:
-    baseline = {row["connections"]: row["requests_per_s"] for m in results if m.server == SERVERS["c"]
-                for row in m.rows if not row.get("soak")}  # fmt: skip
-    lines = [
-        "| server | connections | requests | requests/s | vs (c) | p50 (ms) | p90 (ms) | p99 (ms) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for measured in results:
-        for row in measured.rows:
-            if row.get("soak"):
-                continue
-            ratio = row["requests_per_s"] / baseline[row["connections"]] if baseline else float("nan")
-            lines.append(
-                f"| {measured.server} | {row['connections']} | {row['requests']:,} | "
-                f"{row['requests_per_s']:,.0f} | {ratio:.2f}x | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | "
-                f"{row['p99_ms']:.1f} | {row['errors']} |"
-            )
-    return "\n".join(lines)
-
-
-ROLES = ("http", "worker", "manager", "main", "wrk")
-
-
-def cpu_table(results: list[Measured]) -> str:
-    """CPU milliseconds per request, by kind of process (see :func:`cpu_seconds`; wrk is the load)."""
-    lines = [
-        "| server | connections | " + " | ".join(ROLES) + " | all | waited for a core | CPU pressure "
-        "| load |",
-        "|---|---:|" + "---:|" * (len(ROLES) + 4),
-    ]
-    for measured in results:
-        for row in measured.rows:
-            if row.get("soak"):
-                continue
-            cells = [f"{row['cpu_ms'][role]:.2f}" if role in row["cpu_ms"] else "" for role in ROLES]
-            total = sum(row["cpu_ms"].values())
-            lines.append(
-                f"| {measured.server} | {row['connections']} | {' | '.join(cells)} | {total:.2f} | "
-                f"{row['waited_ms']:.2f} | {row['pressure']:.0%} | {row['load']:.1f} |"
-            )
-    return "\n".join(lines)
-
-
-def checks_and_memory(results: list[Measured]) -> str:
-    lines = [
-        "| server | sample answers as the local model | correct (labels) | largest probability difference "
-        "| RSS after warm-up (MB) | RSS at the end (MB) | requests in between |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for m in results:
-        check = m.check
-        lines.append(
-            f"| {m.server} | {check['agree']}/{check['count']} | {check['correct']}/{check['count']} | "
-            f"{check['max_difference']:.1e} | {m.rss_start_mb:.0f} | {m.rss_end_mb:.0f} | "
-            f"{m.requests_between:,} |"
-        )
-    return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
