@@ -21,7 +21,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -114,32 +114,28 @@ def prepare_digit(image: Image.Image | np.ndarray, invert: InvertMode = "auto") 
     UnreadableImage when no ink stands out from the background (a blank picture, or the wrong ``invert``).
     """
     levels = _grey_levels(image) if isinstance(image, Image.Image) else np.asarray(image, dtype=np.float64)
-    if levels.dtype == np.uint8:
-        # An 8-bit picture has at most 256 grey levels: each step below is worked out once per level (a
-        # table indexed by the pixels) rather than once per pixel, and only the box around the ink is
-        # looked up; the values are those of the per-pixel steps, computed the same way.
-        table = np.arange(256) / 255.0
-        border = _border(levels)
-        light_background = _median(table[border]) > 0.5
-        if invert == "always" or (invert == "auto" and light_background):
+    # An 8-bit picture has at most 256 grey levels: its pixels' values are looked up in a table of them,
+    # inverted there rather than pixel by pixel, and only the box around the ink is looked up whole; the
+    # values are those of the per-pixel steps, computed the same way. Other pictures' levels are their values.
+    table = np.arange(256) / 255.0 if levels.dtype == np.uint8 else None
+
+    def values(region: Any) -> Any:
+        return region if table is None else table[region]
+
+    border = values(_border(levels))
+    light_background = _median(border) > 0.5
+    if invert == "always" or (invert == "auto" and light_background):
+        border = 1.0 - border
+        if table is None:
+            levels = 1.0 - levels
+        else:
             table = 1.0 - table
-        floor = _background_floor(table[border])
-        peak = max(table[levels.min()], table[levels.max()])  # the table is monotonic
-        box = _ink_box(table[levels] > floor) if peak > floor else None
-        if box is None:
-            _no_digit(light_background, invert)
-        ink = _ink(table, floor, peak)[levels[box]]
-    else:
-        pixels = levels
-        light_background = _median(_border(pixels)) > 0.5
-        if invert == "always" or (invert == "auto" and light_background):
-            pixels = 1.0 - pixels
-        floor, peak = _background_floor(_border(pixels)), pixels.max()
-        box = _ink_box(pixels > floor) if peak > floor else None
-        if box is None:
-            _no_digit(light_background, invert)
-        ink = _ink(pixels[box], floor, peak)
-    digit = _fit_box(ink)
+    floor = _background_floor(border)
+    peak = max(values(levels.min()), values(levels.max()))  # the values grow or fall with the levels
+    box = _ink_box(values(levels) > floor) if peak > floor else None
+    if box is None:
+        _no_digit(light_background, invert)
+    digit = _fit_box(_ink(values(levels[box]), floor, peak))
     return torch.from_numpy(np.round(_centre(digit) * 255.0).astype(np.uint8))
 
 
