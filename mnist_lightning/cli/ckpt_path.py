@@ -15,6 +15,7 @@ from mnist_lightning.callbacks.run_folder import run_folder_of
 from mnist_lightning.cli.checks import option_values, say
 from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.cli.loggers import folder_logger
+from mnist_lightning.data.datasets import has_raw_files
 from mnist_lightning.errors import UserError
 from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
 
@@ -93,7 +94,8 @@ def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dic
     """The data settings a checkpoint was trained with, for a run that evaluates or resumes it.
 
     The checkpoint is the source of truth: its data set (and so its class names), its split and batch
-    settings, and its data folder when that exists, unless ``args`` set them (on the command line or in a
+    settings, and its data folder when that holds the data set's files (a checkpoint never decides where
+    anything is downloaded or written), unless ``args`` set them (on the command line or in a
     ``--config`` file other than the default recipe). Asking for another data set than the checkpoint's is
     a UserError naming both. Returns the settings of ``config.data`` to change.
     """
@@ -112,8 +114,15 @@ def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dic
         if schema.is_hyperparameter(f"data.{key}") and key in data and key not in given and data[key] != value
     }
     folder = trained.get("data_dir")
-    if folder and "data_dir" not in given and folder != data.data_dir and Path(folder).is_dir():
-        changes["data_dir"] = folder
+    if (
+        folder
+        and "data_dir" not in given
+        and folder != data.data_dir
+        and has_raw_files(folder, dataset or data.dataset)
+    ):
+        changes["data_dir"] = (
+            folder  # only a folder that holds the data: a checkpoint never picks where to write
+        )
     if {"dataset", "data_dir"} & changes.keys():
         say(
             f"The checkpoint was trained on {dataset or data.dataset} (data folder "

@@ -63,8 +63,10 @@ from mnist_lightning.training.checkpoints import (
     is_checkpoint_file,
     read_checkpoint,
 )
+from mnist_lightning.training.trusted_classes import modules_named_in
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
+TRUST_HINT = "name it yourself: --{where} {class_path} (or in a --config file)"
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
 
 
@@ -172,7 +174,9 @@ class MNISTLightningCLI(LightningCLI):
         check_trackers(config.trainer)
         continue_tracker_runs(config, subcommand if subcommand in EVALUATIONS else None)
         if is_checkpoint_file(ckpt_path):
-            self.checkpoint = read_checkpoint(ckpt_path)
+            # the user's own classes are those their command line and config files name
+            trusted = modules_named_in(config)
+            self.checkpoint = read_checkpoint(ckpt_path, trusted, TRUST_HINT)
             self.requested_net = copy.deepcopy(config.model.get("net"))
             data = checkpoint_data(config, self.checkpoint, args)
             if data:  # parsed as if given, so the links (data.dataset -> num_classes) follow

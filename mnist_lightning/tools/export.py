@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
 from mnist_lightning.cli.console import CommandParser
@@ -57,25 +58,36 @@ class ProbabilityModel(L.LightningModule):
         return self.net((images - self.mean) / self.std).softmax(dim=1)
 
 
-def load_classifier(ckpt_path: str) -> tuple[MNISTClassifier, DatasetSpec]:
+def load_classifier(
+    ckpt_path: str, trusted_modules: Sequence[str] = ()
+) -> tuple[MNISTClassifier, DatasetSpec]:
     """The checkpoint's classifier (with whichever network it was trained) in eval mode, and the spec of the
-    data set it was trained on; a UserError for a missing, corrupt or foreign checkpoint."""
-    checkpoint = read_checkpoint(ckpt_path)
+    data set it was trained on; a UserError for a missing, corrupt or foreign checkpoint, or one naming a
+    class outside the project, torch's ``nn``/``optim`` and ``trusted_modules`` (``--trust``).
+
+    The file is read once: the classifier is rebuilt from the checked hyperparameters by LightningCLI's own
+    ``instantiate_module`` (what ``load_from_checkpoint`` calls, which would read the file again).
+    """
+    checkpoint = read_checkpoint(ckpt_path, trusted_modules)
     spec = spec_of((checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset", "MNIST"))
+    hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if key != "_instantiator"}
     try:
-        classifier = MNISTClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    except Exception as err:  # the network's class cannot be imported or built from the saved arguments
+        classifier = instantiate_module(MNISTClassifier, hparams)
+        classifier.load_state_dict(checkpoint["state_dict"])
+    except Exception as err:  # the network cannot be built from the saved arguments, or its weights differ
         reason = " ".join(str(err).split())
         raise UserError(
             f"cannot rebuild the network of --ckpt_path '{ckpt_path}' ({reason}). If it is your own class, "
-            f"make its module importable, e.g. PYTHONPATH=<folder of the module>."
+            f"make its module importable, e.g. PYTHONPATH=<folder of the module>, and pass --trust <module>."
         ) from None
     return classifier.eval(), spec
 
 
-def load_probability_model(ckpt_path: str) -> tuple[ProbabilityModel, DatasetSpec]:
+def load_probability_model(
+    ckpt_path: str, trusted_modules: Sequence[str] = ()
+) -> tuple[ProbabilityModel, DatasetSpec]:
     """The checkpoint's network as a ProbabilityModel in eval mode, and the spec of its data set."""
-    classifier, spec = load_classifier(ckpt_path)
+    classifier, spec = load_classifier(ckpt_path, trusted_modules)
     return ProbabilityModel(classifier.net, spec.mean, spec.std).eval(), spec
 
 
@@ -262,7 +274,9 @@ def describe_check(check: ExportCheck, runtime: str, checked: CheckImages) -> st
     )
 
 
-def export(ckpt_path: str, output: str, data_dir: str, overwrite: bool = False) -> ExportCheck:
+def export(
+    ckpt_path: str, output: str, data_dir: str, overwrite: bool = False, trusted_modules: Sequence[str] = ()
+) -> ExportCheck:
     """Write ``output`` from ``ckpt_path``, check it (:func:`check_images`) and print the result.
 
     The file is written under a temporary name and renamed to ``output`` only when the check passes, so a
@@ -275,7 +289,7 @@ def export(ckpt_path: str, output: str, data_dir: str, overwrite: bool = False) 
         raise UserError(
             f"'{output}' already exists; add --overwrite to replace it, or choose another --output."
         )
-    classifier, spec = load_classifier(ckpt_path)
+    classifier, spec = load_classifier(ckpt_path, trusted_modules)
     model = ProbabilityModel(classifier.net, spec.mean, spec.std).eval()
     checked = check_images(data_dir, spec)
     partial = target.with_name(
@@ -302,9 +316,21 @@ def export(ckpt_path: str, output: str, data_dir: str, overwrite: bool = False) 
     return check
 
 
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """``--trust MODULE`` (repeatable): a module of the user's own whose classes a checkpoint may name."""
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module of your own (e.g. my_nets) whose classes the checkpoint may rebuild; the project's, "
+        "torch.nn's and torch.optim's always may (see docs/security.md)",
+    )
+
+
 def main(args: list[str]) -> None:
     """``python -m mnist_lightning export --ckpt_path CKPT --output FILE.onnx|FILE.pt2 [--data.data_dir DIR]
-    [--overwrite]``."""
+    [--overwrite] [--trust MODULE]``."""
     parser = CommandParser(
         "export",
         description="Export a checkpoint to ONNX (.onnx) or torch.export (.pt2), checked against it on the "
@@ -322,5 +348,6 @@ def main(args: list[str]) -> None:
     )
     parser.add_argument("--data_dir", dest="data_dir", help=argparse.SUPPRESS)  # the earlier name
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    add_trust_option(parser)
     options = parser.parse_args(args)
-    export(options.ckpt_path, options.output, options.data_dir, options.overwrite)
+    export(options.ckpt_path, options.output, options.data_dir, options.overwrite, options.trust)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from torch import nn
 from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.training.trusted_classes import check_checkpoint_classes
 
 CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 RESUMABLE_NAMES = ("last.ckpt", "interrupted.ckpt")
@@ -22,11 +24,16 @@ def is_checkpoint_file(ckpt_path: str | None) -> bool:
     return bool(ckpt_path) and ckpt_path not in CKPT_KEYWORDS and not ckpt_path.startswith("registry:")
 
 
-def read_checkpoint(ckpt_path: str) -> dict:
-    """Load ``ckpt_path`` on the CPU; a clear UserError unless it is a checkpoint of MNISTClassifier.
+def read_checkpoint(
+    ckpt_path: str, trusted_modules: Iterable[str] = (), how_to_trust: str = "pass --trust {module}"
+) -> dict:
+    """Load ``ckpt_path`` on the CPU; a clear UserError unless it is a checkpoint of MNISTClassifier whose
+    class paths are all trusted.
 
     Only tensors and plain values are unpickled (``weights_only``, as LightningCLI and the Trainer load it
-    too), so a file from an untrusted source cannot run code.
+    too), and every class the checkpoint names is checked before anything imports it
+    (``trusted_classes.py``: the project's, torch's ``nn``/``optim`` and ``trusted_modules``), so a file from
+    an untrusted source cannot run code. ``how_to_trust`` is the command's way of trusting a module.
     """
     path = Path(ckpt_path)
     if path.is_dir():
@@ -59,6 +66,7 @@ def read_checkpoint(ckpt_path: str) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"--ckpt_path '{ckpt_path}' is not a Lightning checkpoint (it has no 'state_dict').")
     _check_model_class(ckpt_path, checkpoint.get("hyper_parameters") or {})
+    check_checkpoint_classes(checkpoint, ckpt_path, trusted_modules, how_to_trust)
     return checkpoint
 
 

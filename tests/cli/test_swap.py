@@ -70,17 +70,18 @@ def test_a_persons_own_network_trains_tests_and_predicts_like_the_built_in_ones(
     assert hparams["net"] == {"class_path": own_network, "init_args": {"width": 24, "num_classes": 10}}
 
     for subcommand, output in (("test", "metrics.json"), ("predict", "predictions.csv")):
-        status, stdout, stderr = run_main(
-            subcommand,
-            "--config",
-            CONFIG,
-            f"--data.data_dir={tiny_data}",
-            "--ckpt_path",
-            checkpoint,
-            cwd=tmp_path,
+        evaluate = (subcommand, "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", checkpoint)
+        status, stdout, stderr = run_main(*evaluate, cwd=tmp_path)  # a module only the checkpoint names
+        assert (
+            status == 2 and "from the module 'my_nets', which nothing on this command line trusts" in stderr
         )
+        assert f"name it yourself: --model.net {own_network} (or in a --config file)" in stderr
+        assert not list((tmp_path / "lightning_logs").rglob(output))
+        status, stdout, stderr = run_main(*evaluate, "--model.net", own_network, cwd=tmp_path)
         assert status == 0, stderr[-3000:]
-        assert "The checkpoint's network, TinyNet(width=24), is used instead of the MLP(" in stdout
+        assert (
+            "The checkpoint's network, TinyNet(width=24), is used instead of the TinyNet(width=16)" in stdout
+        )
         assert list((tmp_path / "lightning_logs").rglob(output))
 
 

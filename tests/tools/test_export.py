@@ -90,7 +90,8 @@ def test_export_to_pt2(tmp_path, tiny_data, tiny_checkpoint, capsys):
 
 @pytest.mark.parametrize("net", ["mnist_lightning.models.nets.ConvNet", "helpers.own_net.TinyResNet"])
 def test_export_whatever_network_the_checkpoint_holds(tmp_path, tiny_data, net, capsys):
-    """No config is given to export: the checkpoint tells the network, built in or a person's own; no
+    """No config is given to export: the checkpoint tells the network, built in or a person's own (its module
+    named with --trust); no
     warning (torch's "No complete tensor found" of the ConvNet's channels_last weights does not apply)."""
     status, stdout, stderr = run_main(
         "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", f"--model.net.class_path={net}", *QUICK,
@@ -98,10 +99,13 @@ def test_export_whatever_network_the_checkpoint_holds(tmp_path, tiny_data, net, 
     )  # fmt: skip
     assert status == 0, stderr[-3000:]
     checkpoint = tmp_path / re.search(r"Best checkpoint: (\S+)", stdout).group(1)
+    trust = (
+        [] if net.startswith("mnist_lightning.") else ["--trust", net.rpartition(".")[0]]
+    )  # a person's own
     for output in (tmp_path / "model.onnx", tmp_path / "model.pt2"):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            run_export("--ckpt_path", checkpoint, "--output", output, "--data.data_dir", tiny_data)
+            run_export("--ckpt_path", checkpoint, "--output", output, "--data.data_dir", tiny_data, *trust)
         assert [str(warning.message) for warning in caught] == []
         assert "Check passed" in capsys.readouterr().out
         assert output.is_file()

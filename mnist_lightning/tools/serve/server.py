@@ -45,7 +45,12 @@ from mnist_lightning import compat
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.data.images import FIELD
 from mnist_lightning.errors import UserError
-from mnist_lightning.tools.export import Predictor, load_exported, load_probability_model
+from mnist_lightning.tools.export import (
+    Predictor,
+    add_trust_option,
+    load_exported,
+    load_probability_model,
+)
 from mnist_lightning.tools.serve.requests import (
     DigitRequest,
     JsonBody,
@@ -68,6 +73,9 @@ class ModelSource:
 
     path: str
     exported: bool
+    trusted_modules: tuple[
+        str, ...
+    ] = ()  # --trust: modules of the user's whose classes a checkpoint may name
 
     def load_predictor(self, threads: int | None = None) -> Predictor:
         """float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C), computed with ``threads``
@@ -77,7 +85,7 @@ class ModelSource:
             return load_exported(self.path, threads)[0]
         if threads is not None:
             torch.set_num_threads(threads)
-        model, _ = load_probability_model(self.path)
+        model, _ = load_probability_model(self.path, self.trusted_modules)
 
         def predict(images: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
@@ -89,7 +97,7 @@ class ModelSource:
         """The class names; loading the model for them reports a bad file as a UserError before any server
         process starts."""
         if not self.exported:
-            return list(load_probability_model(self.path)[1].classes)
+            return list(load_probability_model(self.path, self.trusted_modules)[1].classes)
         if not Path(self.path).is_file():
             raise UserError(f"--model '{self.path}' does not exist; write one with 'export'.")
         try:
@@ -305,6 +313,7 @@ def main(args: list[str]) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="checkpoint written by 'fit'")
     source.add_argument("--model", help="a file written by 'export' (.onnx or .pt2)")
+    add_trust_option(parser)
     parser.add_argument("--host", default="127.0.0.1", choices=HOSTS, help="address to listen on")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (1024-65535)")
     parser.add_argument(
@@ -338,7 +347,11 @@ def main(args: list[str]) -> None:
     if not options.max_request_mb > 0:
         parser.error(f"--max_request_mb must be greater than 0, got {options.max_request_mb}")
 
-    model_source = ModelSource(options.model or options.ckpt_path, exported=options.model is not None)
+    model_source = ModelSource(
+        options.model or options.ckpt_path,
+        exported=options.model is not None,
+        trusted_modules=tuple(options.trust),
+    )
     classes = model_source.class_names()
     api = DigitClassifierAPI(
         model_source, classes, options.max_batch_size, options.batch_timeout, options.threads
