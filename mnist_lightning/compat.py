@@ -56,6 +56,17 @@ def argument_groups(parser: Any) -> Iterator[tuple[Any, list[Any]]]:
         yield group, group._group_actions
 
 
+def parse_without_defaults(parser: Any, args: list[str]) -> Any:
+    """What ``args`` alone set (the command line and the ``--config`` files it names), as a Namespace:
+    jsonargparse's ``parse_args(defaults=False)`` with its argument links skipped (``skip_apply_links``: a
+    link's source, ``data.dataset``, is unset then and the link would fail) and without validation (the
+    private keyword ``_skip_validation``: required options are unset too). Checked on jsonargparse 4.53."""
+    from jsonargparse._link_arguments import skip_apply_links
+
+    with skip_apply_links():
+        return parser.parse_args(args, defaults=False, _skip_validation=True)
+
+
 def logging_step(trainer: Any) -> int:
     """The step Lightning logs epoch metrics at (``fit_loop.epoch_loop._batches_that_stepped``, lightning
     2.6; ``trainer.global_step`` counts optimizer steps, and an evaluation does not restore it)."""

@@ -181,3 +181,13 @@ def test_callback_hooks_that_do_nothing_are_skipped_and_the_others_called_as_bef
     ]
     assert skipped and all("CountsProfiledHooks" in name or "Recorder" in name for name in skipped)
     assert any(name.endswith("CountsProfiledHooks.on_train_epoch_end") for name in profiled_after)
+
+
+def test_a_parse_without_defaults_holds_only_what_the_arguments_set():
+    parser = LightningArgumentParser()
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parser.add_argument("--dataset", default="MNIST")
+    parser.add_argument("--num_classes", type=int, default=10)
+    parser.link_arguments("dataset", "num_classes", compute_fn=len)  # its source unset: the link is skipped
+    parsed = compat.parse_without_defaults(parser, ["--trainer.max_epochs=4"])
+    assert parsed.as_dict() == {"trainer": {"max_epochs": 4}}

@@ -55,8 +55,7 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
             say(f"No checkpoint to resume under '{log_root}': starting a new run.")
             config.ckpt_path = None
             return
-        init_args.version = newest.parent.parent.name
-        say(f"Resuming from {newest}; this run continues in {newest.parent.parent}.")
+        init_args.version = newest.parent.parent.name  # cli/resume.py says so once the resume is checked
     elif newest is None:
         raise UserError(f"--ckpt_path {keyword}: no checkpoint under '{log_root}' yet; run 'fit' first.")
     config.ckpt_path = str(newest if keyword == "last" else best_checkpoint_of(newest))

@@ -6,6 +6,7 @@ import copy
 import difflib
 import signal
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
@@ -51,6 +52,13 @@ from mnist_lightning.cli.loggers import (
 )
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
 from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, RESUME_WARNINGS, ignore_warnings, quiet
+from mnist_lightning.cli.resume import (
+    RunComplete,
+    add_init_from,
+    announce_resume,
+    continue_run,
+    start_from_weights,
+)
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import num_classes_of
 from mnist_lightning.errors import UserError, first_line
@@ -105,6 +113,7 @@ class MNISTLightningCLI(LightningCLI):
     """
 
     checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
+    init_checkpoint: dict | None = None  # fit --init_from: the checkpoint whose weights a new run starts from
     requested_net: Namespace | None = None  # model.net as the config and command line gave it
 
     def __init__(
@@ -126,6 +135,8 @@ class MNISTLightningCLI(LightningCLI):
             return
         for choice in compat.subcommand_choices(self.parser):  # the list in the main --help
             choice.help = LIGHTNING_COMMANDS.get(choice.dest, choice.help)
+        if "fit" in compat.subcommand_parsers(self):
+            add_init_from(compat.subcommand_parsers(self)["fit"])
         for name, parser in compat.subcommand_parsers(self).items():  # the group of the method's own options
             for group, actions in compat.argument_groups(parser):
                 own = any(action.dest == "ckpt_path" for action in actions)
@@ -167,18 +178,29 @@ class MNISTLightningCLI(LightningCLI):
         if config.get("weights_only") is None:  # tensors and plain values only, also on torch < 2.6
             config.weights_only = True
         resolve_checkpoint_keyword(subcommand, config)
-        ckpt_path = config.get("ckpt_path")
+        ckpt_path, init_from = config.get("ckpt_path"), config.get("init_from")
+        if init_from and ckpt_path:
+            raise UserError(
+                "--init_from starts a new run from a checkpoint's weights and --ckpt_path continues its run; "
+                "give one of them."
+            )
         if subcommand in EVALUATIONS:
             keep_evaluation_with_its_run(subcommand, config)
         give_run_folder(config.trainer)
         check_trackers(config.trainer)
         continue_tracker_runs(config, subcommand if subcommand in EVALUATIONS else None)
+        trusted = modules_named_in(
+            config
+        )  # the user's own classes: those their command line and configs name
+        if init_from:
+            self.init_checkpoint = read_checkpoint(init_from, trusted, TRUST_HINT)
+            self.config = start_from_weights(parser, self.config, self.init_checkpoint, user_args(args))
         if is_checkpoint_file(ckpt_path):
-            # the user's own classes are those their command line and config files name
-            trusted = modules_named_in(config)
             self.checkpoint = read_checkpoint(ckpt_path, trusted, TRUST_HINT)
             self.requested_net = copy.deepcopy(config.model.get("net"))
-            data = checkpoint_data(config, self.checkpoint, args)
+            if subcommand == "fit":
+                self.config = continue_run(parser, self.config, self.checkpoint, user_args(args))
+            data = checkpoint_data(self.config[subcommand], self.checkpoint, args)
             if data:  # parsed as if given, so the links (data.dataset -> num_classes) follow
                 self.config = parser.parse_object({subcommand: {"data": data}}, self.config)
 
@@ -209,8 +231,16 @@ class MNISTLightningCLI(LightningCLI):
             ) from None
 
     def after_instantiate_classes(self) -> None:
+        if self.init_checkpoint is not None:
+            init_from = self.config[self.subcommand].init_from
+            check_architecture(self.model, self.init_checkpoint, init_from)
+            self.model.load_state_dict(self.init_checkpoint["state_dict"])
+            say(f"A new run starts from the weights of {init_from}.")
+            self.init_checkpoint = None
         if self.checkpoint is not None:
             check_architecture(self.model, self.checkpoint, self.config[self.subcommand].ckpt_path)
+            if self.subcommand == "fit":
+                announce_resume(self.config.fit, self.checkpoint)
             self.checkpoint = None
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
@@ -249,6 +279,29 @@ def _user_error_in(err: BaseException) -> UserError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def user_args(args: list[str]) -> list[str]:
+    """The options the user chose: ``args`` without the subcommand and without ``--config`` files that are
+    the default recipe (the one ``with_default_config`` puts first, or a copy of it the user passed), which
+    choose nothing, as ``ckpt_path.data_settings_given`` counts them too."""
+    at = 1 if args[:1] and args[0] in LIGHTNING_COMMANDS else 0
+    chosen, rest = [], list(args[at:])
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--config" and rest and is_default_recipe(rest[0]):
+            rest.pop(0)
+        elif not (arg.startswith("--config=") and is_default_recipe(arg.partition("=")[2])):
+            chosen.append(arg)
+    return chosen
+
+
+def is_default_recipe(path: str) -> bool:
+    """Whether the config file ``path`` says what the default recipe says (it, or a byte copy)."""
+    try:
+        return Path(path).read_bytes() == DEFAULT_CONFIG.read_bytes()
+    except OSError:
+        return False
 
 
 def with_default_config(args: list[str]) -> list[str]:
@@ -312,6 +365,8 @@ def main(args: list[str] | None = None) -> None:
             )
     except UserError as err:
         exit_with_error(str(err))
+    except RunComplete as complete:
+        print(complete)
     except SIGTERMException:  # a SystemExit without status; InterruptCheckpoint told where the checkpoint is
         exit_interrupted(interrupt_checkpoint.exit_status)
     except SystemExit:  # Lightning ends a run stopped at once (a second Ctrl-C) with status 1
