@@ -33,8 +33,9 @@ class InterruptCheckpoint(Checkpoint):
     ``fit(ckpt_path="last")`` and warns about it; resuming is ``--ckpt_path last``'s job here.)
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resume_hint: str = "the same command plus --ckpt_path last") -> None:
         super().__init__()
+        self.resume_hint = resume_hint  # how the run goes on, for the message (a sweep's trial: the sweep)
         self.dirpath = "."  # the run's checkpoint folder once the run has one
         self.signal = signal.SIGTERM
         self.interrupted = False  # the run was stopped by Ctrl-C or SIGTERM
@@ -84,9 +85,7 @@ class InterruptCheckpoint(Checkpoint):
         SIGNAL_LOG.removeFilter(self._no_sigterm_notice)
         reason = "Ctrl-C" if self.signal == signal.SIGINT else "SIGTERM"
         if isinstance(exception, KeyboardInterrupt):
-            message = (
-                f"Stopped ({reason}) at once: nothing saved; --ckpt_path last resumes from the last epoch."
-            )
+            message = f"Stopped ({reason}) at once: nothing saved; continue with {self.resume_hint}."
         elif trainer.global_step == 0:
             message = f"Interrupted ({reason}) before the first training step: nothing to resume."
         else:
@@ -94,8 +93,7 @@ class InterruptCheckpoint(Checkpoint):
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)
             message = (
                 f"Interrupted ({reason}) at epoch {trainer.current_epoch}, step {trainer.global_step}: "
-                f"resumable checkpoint saved to {self.ckpt_path} (continue: the same command plus "
-                f"--ckpt_path last)."
+                f"resumable checkpoint saved to {self.ckpt_path} (continue: {self.resume_hint})."
             )
         if trainer.is_global_zero:
             tell(trainer, message, file=sys.stderr)

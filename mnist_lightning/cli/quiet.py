@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import warnings
 from collections.abc import Iterator
+
+from mnist_lightning.errors import UserError
 
 # (message regex, module regex): the warnings that never apply to this project's runs
 IRRELEVANT_WARNINGS = (
@@ -47,6 +50,24 @@ class _DropRecords(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.prefixes)
+
+
+class _ExplainedTrialFailures(logging.Filter):
+    """Optuna's warning, with a traceback, that a trial failed, and its "failed with value None." after it,
+    for a trial stopped by Ctrl-C or SIGTERM or ended by a user's mistake (UserError): the sweep says so in
+    one line of its own ("Interrupted: ...", "error: ..."), so the traceback tells nothing more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trials: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        trial = re.match(r"Trial (\d+) failed with", str(record.msg))
+        exception = record.exc_info[1] if record.exc_info else None
+        if trial and isinstance(exception, KeyboardInterrupt | UserError):
+            self.trials.add(trial.group(1))
+            return False
+        return not (trial and trial.group(1) in self.trials)
 
 
 # adverts for a logger and a model registry this project does not use
@@ -108,9 +129,12 @@ def quiet() -> Iterator[None]:
 @contextlib.contextmanager
 def quiet_trials() -> Iterator[None]:
     """While a sweep's trials run: Lightning's info lines left out, a library warning shown once per sweep
-    instead of once per trial; both undone afterwards."""
+    instead of once per trial, Optuna's tracebacks of trials the sweep explains itself left out; all undone
+    afterwards."""
     loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
     levels = [logger.level for logger in loggers]
+    trial_failures, explained = logging.getLogger("optuna.study._optimize"), _ExplainedTrialFailures()
+    trial_failures.addFilter(explained)
     with warnings.catch_warnings():
         warnings.filterwarnings("once", append=True)
         for logger in loggers:
@@ -120,3 +144,4 @@ def quiet_trials() -> Iterator[None]:
         finally:
             for logger, level in zip(loggers, levels, strict=True):
                 logger.setLevel(level)
+            trial_failures.removeFilter(explained)

@@ -137,9 +137,9 @@ def test_two_processes_share_one_study(tmp_path, tiny_data):
         assert summary["status"] == "finished"
 
 
-def stop_mid_trial(args: list[str], cwd: Path, signum: int = signal.SIGKILL) -> tuple[Path, int]:
+def stop_mid_trial(args: list[str], cwd: Path, signum: int = signal.SIGKILL) -> tuple[Path, int, str]:
     """Start a sweep of trials of 30 short epochs, send it ``signum`` after trial 0's first checkpoint, long
-    before its last; returns the sweep's folder and the process's exit status."""
+    before its last; returns the sweep's folder, the process's exit status and what it wrote to stderr."""
     process = start_sweep(*args, cwd=cwd)
     last = cwd / "lightning_logs" / "sweeps" / "killed" / "trial_0" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
@@ -147,12 +147,12 @@ def stop_mid_trial(args: list[str], cwd: Path, signum: int = signal.SIGKILL) -> 
         time.sleep(0.01)
     assert last.exists(), process.communicate()[1][-3000:]
     process.send_signal(signum)
-    process.communicate(timeout=60)
-    return last.parents[2], process.returncode
+    _, stderr = process.communicate(timeout=60)
+    return last.parents[2], process.returncode, stderr
 
 
 def killed_mid_trial(args: list[str], cwd: Path) -> Path:
-    sweep_dir, _ = stop_mid_trial(args, cwd)
+    sweep_dir, _, _ = stop_mid_trial(args, cwd)
     summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
     assert summary["status"] == "running"  # killed mid-trial, no chance to say more
     return sweep_dir
@@ -191,8 +191,11 @@ def test_sigkill_mid_trial_then_the_same_command_continues(tmp_path, tiny_data):
 def test_ctrl_c_mid_trial_queues_it_again_and_the_same_command_continues(tmp_path, tiny_data):
     sweep_file = write_sweep(tmp_path, "killed", trials=2, retry_failed=1)
     args = sweep_args(sweep_file, tiny_data, "--trainer.max_epochs=30")
-    sweep_dir, status = stop_mid_trial(args, tmp_path, signal.SIGINT)
+    sweep_dir, status, stderr = stop_mid_trial(args, tmp_path, signal.SIGINT)
     assert status == 130
+    assert "Traceback" not in stderr and "[W " not in stderr, stderr  # no Optuna warning, no traceback
+    assert "(continue: the same sweep command, which continues the study)" in stderr
+    assert "--ckpt_path last" not in stderr
     summary = json.loads((sweep_dir / "trial_0" / "summary.json").read_text())
     assert summary["status"] == "interrupted"
     study = load_study(sweep_dir, "killed")
@@ -204,6 +207,15 @@ def test_ctrl_c_mid_trial_queues_it_again_and_the_same_command_continues(tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     assert "marked failed" not in result.stdout  # nothing left running
     assert_failed_then_retried_once(load_study(sweep_dir, "killed"), sweep_dir)
+
+
+@pytest.mark.slow  # a whole process: Optuna's log handler writes to the process's own stderr
+def test_a_mistake_found_in_a_trial_is_one_error_line_without_optunas_traceback(tmp_path, tiny_data):
+    sweep_file = write_sweep(tmp_path, "mistake", trials=1)
+    result = run_sweep_process(sweep_args(sweep_file, tiny_data, "--data.val_size=5000"), tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: data.val_size (5000) must be smaller than the 512 training images." in result.stderr
+    assert "Traceback" not in result.stderr and "[W " not in result.stderr, result.stderr
 
 
 @pytest.mark.slow  # whole processes

@@ -17,11 +17,14 @@ from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
 from mnist_lightning import compat
+from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
 from mnist_lightning.cli.lightning_cli import build_cli
 from mnist_lightning.tools.sweep.report import BEST_CKPT, EPOCHS, FIT_SECONDS, RUN_DIR, TEST_ACC, plural
 from mnist_lightning.tools.sweep.spec import SweepSpec, make_sampler
 from mnist_lightning.tools.sweep.storage import RetryTrial, claim, fail_dead_trials
 from mnist_lightning.tools.sweep.trials import BestMetric, TrialCLI, bare_argv
+
+SWEEP_RESUME_HINT = "the same sweep command, which continues the study"
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Sweep:
                     run_dir=run_dir,
                     study=trial.study.study_name,
                     trainer_defaults={"callbacks": [tracker, pruning]},
+                    interrupt_checkpoint=InterruptCheckpoint(SWEEP_RESUME_HINT),
                 )
         except optuna.TrialPruned:
             self._record(trial, None, tracker, start)
