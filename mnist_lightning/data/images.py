@@ -25,8 +25,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
+from mnist_lightning.data.untrusted_images import UnreadableImage, open_image
 from mnist_lightning.errors import UserError
 
 InvertMode = Literal["auto", "always", "never"]
@@ -35,10 +36,6 @@ BOX = 20  # side of the box the digit is scaled to fit
 CENTRE = 14.0  # where MNIST puts the centre of mass (row and column of the pixel grid)
 # pixels less than this many robust standard deviations (of the border) above the background are background
 NOISE_SIGMAS = 6.0
-
-
-class UnreadableImage(Exception):
-    """An image file that cannot be decoded, or that shows no digit; the message says why."""
 
 
 def image_suffixes() -> frozenset[str]:
@@ -76,24 +73,15 @@ def find_images(path: str) -> tuple[list[Path], list[Path]]:
         skipped = f"; not images: {', '.join(file.name for file in others[:5])}" if others else ""
         raise UserError(
             f"--data.predict_path '{path}' {what}{skipped}. Point it at a folder of digit images (PNG, JPEG, "
-            f"GIF, TIFF, WebP, BMP...), one image file, or a glob such as 'digits/**/*.png'."
+            f"GIF, BMP, WebP or TIFF), one image file, or a glob such as 'digits/**/*.png'."
         )
     return images, others
 
 
 def read_image(path: Path) -> Image.Image:
-    """Open and fully decode an image file; raises UnreadableImage with the reason when that fails."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except (
-        OSError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as err:  # PIL's UnidentifiedImageError is an OSError
-        reason = str(err).replace(str(path), "").strip(" '") or type(err).__name__
-        raise UnreadableImage(f"not a readable image ({reason})") from None
+    """Open and decode an image file within the limits of :func:`open_image`; raises UnreadableImage with the
+    reason when it is refused or cannot be decoded."""
+    return open_image(path)
 
 
 def _grey_levels(image: Image.Image) -> np.ndarray:
