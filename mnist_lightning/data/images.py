@@ -120,7 +120,8 @@ def prepare_digit(image: Image.Image | np.ndarray, invert: InvertMode = "auto") 
             table = 1.0 - table
     floor = _background_floor(border)
     peak = max(values(levels.min()), values(levels.max()))  # the values grow or fall with the levels
-    box = _ink_box(values(levels) > floor) if peak > floor else None
+    is_ink = levels > floor if table is None else (table > floor)[levels]  # a bool per pixel, not a float
+    box = _ink_box(is_ink) if peak > floor else None
     if box is None:
         _no_digit(light_background, invert)
     digit = _fit_box(_ink(values(levels[box]), floor, peak))
