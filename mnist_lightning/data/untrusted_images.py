@@ -12,7 +12,8 @@ therefore:
 3. reads the width and height of the frame it will decode from the header (a GIF's logical screen grown to
    its first frame, a TIFF's first page, an animated PNG's or WebP's canvas) and refuses more than
    ``MAX_SIDE`` pixels on a side or ``MAX_PIXELS`` in all before any pixel is decoded; a JPEG over the
-   limits is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's draft mode) when that fits;
+   limits is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's draft mode) when that fits, and a JPEG of
+   more than ``MAX_JPEG_SCANS`` scans is refused (libjpeg decodes each scan over the whole picture);
 4. decodes the first frame only, applies the EXIF rotation, and turns any failure into
    :class:`UnreadableImage` with the reason.
 
@@ -40,6 +41,9 @@ MAX_SIDE = 8192
 MAX_PIXELS = 4096 * 4096
 MAX_BYTES = 50_000_000  # the largest file read at all: a 4096x4096 PNG photo is ~30-50 MB
 JPEG_SCALES = (2, 4, 8)  # the reductions libjpeg decodes at directly (draft mode)
+# libjpeg decodes every scan of a JPEG over the whole picture, so a 99 KB JPEG of 4096x4096 pixels with 1,000
+# copies of one of its scans took 20 s. A baseline JPEG has 1 scan, a progressive one about 10 (6 in grey).
+MAX_JPEG_SCANS = 32
 # Pillow formats that decode as another accepted one: a camera's multi-picture JPEG is a JPEG
 SAME_AS = {"MPO": "JPEG"}
 
@@ -64,6 +68,8 @@ def open_image(source: bytes | Path) -> Image.Image:
     if not formats:
         raise UnreadableImage(_refusal(data[:16]))
     name = ACCEPTED_FORMATS[formats[0]]
+    if name == "JPEG":
+        _check_scans(data)
     try:
         with Image.open(io.BytesIO(data), formats=formats) as image:
             name = ACCEPTED_FORMATS[SAME_AS.get(image.format, image.format)]
@@ -128,6 +134,17 @@ def _fit_limits(image: Image.Image, name: str) -> None:
         raise UnreadableImage(
             f"is {width}x{height} pixels, over the limits of {MAX_SIDE} pixels a side and {MAX_PIXELS:,} in "
             f"all; scale it down"
+        )
+
+
+def _check_scans(jpeg: bytes) -> None:
+    """Refuse a JPEG of more than MAX_JPEG_SCANS scans, counted by their start markers (0xFFDA); coded data
+    never holds that pair of bytes, so only a thumbnail or a profile inside the file can add to the count."""
+    scans = jpeg.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise UnreadableImage(
+            f"is a JPEG of {scans:,} scans, more than the {MAX_JPEG_SCANS} accepted "
+            f"(a progressive JPEG has ~10)"
         )
 
 

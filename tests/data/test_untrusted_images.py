@@ -106,16 +106,18 @@ def test_each_accepted_format_gives_its_digit_from_a_file_and_a_request(tmp_path
         assert difference.mean() < 10 if format_ == "JPEG" else difference.max() == 0, format_  # JPEG: lossy
 
 
-def test_a_truncated_image_and_a_png_whose_profile_inflates_past_1_mb_are_refused(refusal):
+def test_a_truncated_image_and_a_png_whose_text_or_profile_inflates_past_1_mb_are_refused(refusal):
     digit = io.BytesIO()
     Image.new("L", (64, 64), 0).save(digit, "PNG")
-    assert refusal(digit.getvalue()[:-30]).startswith("not a readable PNG image (")
-    profile = b"icc\x00\x00" + zlib.compress(bytes(100_000_000), 9)  # 100 KB inflating to 100 MB
     png = digit.getvalue()
+    assert refusal(png[:-30]).startswith("not a readable PNG image (")
+    inflating = zlib.compress(bytes(100_000_000), 9)  # 100 KB inflating to 100 MB
     at = png.index(b"IDAT") - 4
-    assert refusal(png[:at] + bombs.png_chunk(b"iCCP", profile) + png[at:]) == (
-        "not a readable PNG image (Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK)"
-    )
+    for chunk in (b"iCCP", b"zTXt"):
+        bomb = png[:at] + bombs.png_chunk(chunk, b"name\x00\x00" + inflating) + png[at:]
+        assert refusal(bomb) == (
+            "not a readable PNG image (Decompressed data too large for PngImagePlugin.MAX_TEXT_CHUNK)"
+        )
 
 
 def test_an_ico_carrying_a_huge_png_is_refused_by_name_unopened(refusal, nothing_decoded, plugins_called):
@@ -175,6 +177,18 @@ def test_a_jpeg_over_the_limits_is_decoded_smaller_or_refused(tmp_path, refusal)
     assert decode_image(buffer.getvalue()).size == (4000, 3000)
     assert refusal(bombs.jpeg_claiming(65000, 65000)).startswith("is 65000x65000 pixels")
     assert refusal(bombs.jpeg_claiming(1, 60000)).startswith("is 1x60000 pixels")  # 1/8 still too tall
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(refusal, nothing_decoded):
+    assert refusal(bombs.jpeg_with_scans(1000)) == (
+        "is a JPEG of 1,006 scans, more than the 32 accepted (a progressive JPEG has ~10)"
+    )
+
+
+def test_a_progressive_jpeg_is_decoded(tmp_path):
+    progressive = bombs.jpeg_with_scans(0)
+    assert progressive.count(b"\xff\xda") == 6
+    assert read_file(progressive, tmp_path).size == decode_image(progressive).size == (1024, 1024)
 
 
 def test_only_the_first_page_of_a_tiff_and_the_first_frame_of_an_animation_are_decoded():

@@ -84,3 +84,14 @@ def animated_webp(canvas: tuple[int, int]) -> bytes:
     body += chunk(b"ANIM", bytes(4) + struct.pack("<H", 0))
     body += chunk(b"ANMF", bytes(6) + size(16, 16) + bytes(4) + picture)
     return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def jpeg_with_scans(copies: int, side: int = 1024) -> bytes:
+    """A progressive JPEG of ``side`` x ``side`` black pixels with ``copies`` more copies of its last scan
+    (33 bytes each): libjpeg decodes each over the whole picture."""
+    buffer = io.BytesIO()
+    Image.new("L", (side, side), 0).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    end = data.rindex(b"\xff\xd9")
+    last_scan = data[data.rindex(b"\xff\xda") : end]
+    return data[:end] + last_scan * copies + data[end:]
