@@ -14,7 +14,8 @@ therefore:
    ``MAX_SIDE`` pixels on a side or ``MAX_PIXELS`` in all before any pixel is decoded; a JPEG over the
    limits is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's draft mode) when that fits, and a JPEG of
    more than ``MAX_JPEG_SCANS`` scans is refused (libjpeg decodes each scan over the whole picture);
-4. decodes the first frame only, applies the EXIF rotation, and turns any failure into
+4. refuses a TIFF compressed other than as LZW, Deflate, PackBits, CCITT fax or not at all;
+5. decodes the first frame only, applies the EXIF rotation, and turns any failure into
    :class:`UnreadableImage` with the reason.
 
 Pillow's own decompression-bomb check is switched off (``Image.MAX_IMAGE_PIXELS = None``) in the processes
@@ -44,6 +45,11 @@ JPEG_SCALES = (2, 4, 8)  # the reductions libjpeg decodes at directly (draft mod
 # libjpeg decodes every scan of a JPEG over the whole picture, so a 99 KB JPEG of 4096x4096 pixels with 1,000
 # copies of one of its scans took 20 s. A baseline JPEG has 1 scan, a progressive one about 10 (6 in grey).
 MAX_JPEG_SCANS = 32
+# TIFF compressions decoded (Pillow's names): the plain ones, whose cost follows the picture's size. A TIFF of
+# JPEG strips has the JPEG's cost of scans, and the rarer codecs are more code than a digit needs.
+TIFF_COMPRESSIONS = {
+    "raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits", "tiff_ccitt", "group3", "group4"
+}  # fmt: skip
 # Pillow formats that decode as another accepted one: a camera's multi-picture JPEG is a JPEG
 SAME_AS = {"MPO": "JPEG"}
 
@@ -58,8 +64,8 @@ class UnreadableImage(Exception):
 def open_image(source: bytes | Path) -> Image.Image:
     """The first frame of the image in ``source`` (bytes, or a file's path) decoded, EXIF rotation applied.
 
-    Raises UnreadableImage naming what was wrong: too many bytes, a format that is not accepted, a size over
-    the limits, or bytes that do not decode.
+    Raises UnreadableImage naming what was wrong: too many bytes, a format (or a JPEG's scans, a TIFF's
+    compression) that is not accepted, a size over the limits, or bytes that do not decode.
     """
     data = _read(source)
     if not data:
@@ -74,6 +80,8 @@ def open_image(source: bytes | Path) -> Image.Image:
         with Image.open(io.BytesIO(data), formats=formats) as image:
             name = ACCEPTED_FORMATS[SAME_AS.get(image.format, image.format)]
             _fit_limits(image, name)
+            if name == "TIFF":
+                _check_compression(image)
             image.load()  # the current frame: the first
             ImageOps.exif_transpose(image, in_place=True)  # rotated where it was, no copy
             return image
@@ -145,6 +153,15 @@ def _check_scans(jpeg: bytes) -> None:
         raise UnreadableImage(
             f"is a JPEG of {scans:,} scans, more than the {MAX_JPEG_SCANS} accepted "
             f"(a progressive JPEG has ~10)"
+        )
+
+
+def _check_compression(tiff: Image.Image) -> None:
+    compression = tiff.info.get("compression")
+    if compression not in TIFF_COMPRESSIONS:
+        raise UnreadableImage(
+            f"TIFF images compressed as {compression} are not accepted; send a PNG, or a TIFF compressed as "
+            f"LZW, Deflate, PackBits or CCITT fax, or none"
         )
 
 

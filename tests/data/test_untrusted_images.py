@@ -191,6 +191,22 @@ def test_a_progressive_jpeg_is_decoded(tmp_path):
     assert read_file(progressive, tmp_path).size == decode_image(progressive).size == (1024, 1024)
 
 
+@pytest.mark.parametrize("compression", ["jpeg", "lzma"])
+def test_a_tiff_is_refused_unless_its_compression_is_a_plain_one(tmp_path, refusal, compression):
+    digit = Image.new("RGB", (40, 40), 0)
+    digit.paste((255, 255, 255), (12, 8, 24, 32))
+    for accepted in ("raw", "tiff_lzw", "tiff_adobe_deflate", "packbits"):
+        buffer = io.BytesIO()
+        digit.save(buffer, "TIFF", compression=accepted)
+        assert read_file(buffer.getvalue(), tmp_path).size == (40, 40), accepted
+    buffer = io.BytesIO()
+    digit.save(buffer, "TIFF", compression=compression)
+    assert refusal(buffer.getvalue()) == (
+        f"TIFF images compressed as {compression} are not accepted; send a PNG, or a TIFF compressed as "
+        f"LZW, Deflate, PackBits or CCITT fax, or none"
+    )
+
+
 def test_only_the_first_page_of_a_tiff_and_the_first_frame_of_an_animation_are_decoded():
     digit = Image.new("L", (40, 40), 0)
     digit.paste(255, (12, 8, 24, 32))
