@@ -83,8 +83,8 @@ def open_image(source: bytes | Path) -> Image.Image:
             if name == "TIFF":
                 _check_compression(image)
             image.load()  # the current frame: the first
-            ImageOps.exif_transpose(image, in_place=True)  # rotated where it was, no copy
-            return image
+            # a copy: the file's object keeps its plugin's state (a WebP's decoder and canvas, the bytes)
+            return ImageOps.exif_transpose(image)
     except UnreadableImage:
         raise
     except Image.UnidentifiedImageError:  # its message names the BytesIO object

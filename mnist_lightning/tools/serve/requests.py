@@ -30,8 +30,8 @@ def decode_image(data: bytes) -> Image.Image:
 def prepared_digit(value: Any) -> bytes:
     """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
 
-    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image, or the image
-    shows no digit.
+    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image or one refused
+    (its format or size, see ``open_image``), or the image shows no digit.
     """
     if not isinstance(value, str):
         raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
