@@ -37,10 +37,10 @@ from PIL import Image, ImageOps
 ACCEPTED_FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "GIF": "GIF", "BMP": "BMP", "WEBP": "WebP", "TIFF": "TIFF"}
 ACCEPTED_NAMES = "PNG, JPEG, GIF, BMP, WebP or TIFF"
 # A digit needs 28x28 pixels; a phone photo of one (12 MP, 4000x3000) fits, and a 24-48 MP photo fits as a
-# JPEG decoded at half or a quarter of its size. Decoded as RGBA that is at most 64 MB.
+# JPEG decoded at half or a quarter of its size. Decoded as RGBA that is at most 64 MiB.
 MAX_SIDE = 8192
 MAX_PIXELS = 4096 * 4096
-MAX_BYTES = 50_000_000  # the largest file read at all: a 4096x4096 PNG photo is ~30-50 MB
+MAX_BYTES = 80_000_000  # the most read at all; the largest picture stored at 4 bytes a pixel is 67 MB
 JPEG_SCALES = (2, 4, 8)  # the reductions libjpeg decodes at directly (draft mode)
 # libjpeg decodes every scan of a JPEG over the whole picture, so a 99 KB JPEG of 4096x4096 pixels with 1,000
 # copies of one of its scans took 20 s. A baseline JPEG has 1 scan, a progressive one about 10 (6 in grey).

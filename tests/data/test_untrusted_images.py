@@ -220,11 +220,14 @@ def test_only_the_first_page_of_a_tiff_and_the_first_frame_of_an_animation_are_d
         assert prepare_digit(opened).equal(prepare_digit(digit)), format_
 
 
-def test_a_file_over_the_byte_limit_is_refused_unread(tmp_path):
+def test_a_file_over_the_byte_limit_is_refused_unread_and_the_largest_picture_uncompressed_is_read(tmp_path):
+    largest = tmp_path / "largest.bmp"
+    Image.new("RGBA", (4096, 4096)).save(largest)  # 4 bytes a pixel
+    assert largest.stat().st_size > 67_000_000 and read_image(largest).size == (4096, 4096)
     huge = tmp_path / "huge.png"
     with huge.open("wb") as file:
-        file.truncate(60_000_000)  # sparse: no disk used
-    with pytest.raises(UnreadableImage, match="is 60,000,000 bytes, more than the 50,000,000 accepted"):
+        file.truncate(100_000_000)  # sparse: no disk used
+    with pytest.raises(UnreadableImage, match="is 100,000,000 bytes, more than the 80,000,000 accepted"):
         read_image(huge)
 
 
