@@ -14,16 +14,20 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
+PNG_KINDS = {"L": (0, 8, 1), "RGBA;16": (6, 16, 4)}  # colour type, bits per sample, samples per pixel
+
+
 @functools.cache  # the same bytes each time: the tests share them
-def blank_png(width: int, height: int) -> bytes:
-    """A grey PNG of ``width`` x ``height`` black pixels, written without Pillow: its rows of zeros compress
-    ~1000 to 1, so 1 x 24,000,000 pixels take ~47 KB."""
+def blank_png(width: int, height: int, kind: str = "L") -> bytes:
+    """A PNG of ``width`` x ``height`` black pixels (8-bit grey, or 16-bit RGBA transparent), written without
+    Pillow: its rows of zeros compress ~1000 to 1, so 1 x 24,000,000 grey pixels take ~47 KB."""
+    colour_type, depth, samples = PNG_KINDS[kind]
     compressor = zlib.compressobj(9)
-    row = bytes(1 + width)  # filter byte 0, then the pixels
+    row = bytes(1 + width * samples * depth // 8)  # filter byte 0, then the pixels
     rows_per_piece = max(1, 1_000_000 // len(row))
     pieces = [compressor.compress(row * min(rows_per_piece, height - done)) for done in
               range(0, height, rows_per_piece)]  # fmt: skip
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", header)
