@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import EpsImagePlugin, Image, ImageFile
 
-from mnist_lightning.data.images import UnreadableImage, find_images, load_digits, prepare_digit, read_image
+from mnist_lightning.data.datamodule import MNISTDataModule
+from mnist_lightning.data.images import UnreadableImage, prepare_digit, read_image
 from mnist_lightning.tools.serve.requests import decode_image
 
 from helpers import bombs
@@ -231,18 +232,18 @@ def test_a_file_over_the_byte_limit_is_refused_unread_and_the_largest_picture_un
         read_image(huge)
 
 
-def test_refused_files_are_skipped_with_their_reason_by_predict(tmp_path):
+def test_refused_files_are_named_with_their_reason_and_the_others_predicted(tmp_path, capsys):
     digit = Image.new("L", (40, 40), 0)
     digit.paste(255, (12, 8, 24, 32))
     digit.save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(bombs.blank_png(1, 24_000_000))
     (tmp_path / "c.ico").write_bytes(bombs.ico_with_png(bombs.blank_png(13000, 13000)))
-    digits, kept, skipped = load_digits(find_images(str(tmp_path))[0])
-    assert [path.name for path in kept] == ["a.png"] and digits.shape == (1, 28, 28)
-    too_large = (
-        "is 1x24000000 pixels, over the limits of 8192 pixels a side and 16,777,216 in all; scale it down"
+    data = MNISTDataModule(predict_path=str(tmp_path))
+    data.setup("predict")
+    assert [path.name for path in data.datasets["predict"].paths] == ["a.png"]
+    assert capsys.readouterr().err == (
+        "Skipped 2 file(s) that could not be read as an image of a digit:\n"
+        f"  {tmp_path / 'b.png'}: is 1x24000000 pixels, over the limits of 8192 pixels a side and "
+        "16,777,216 in all; scale it down\n"
+        f"  {tmp_path / 'c.ico'}: ICO images are not accepted; send PNG, JPEG, GIF, BMP, WebP or TIFF\n"
     )
-    assert [(path.name, reason) for path, reason in skipped] == [
-        ("b.png", too_large),
-        ("c.ico", "ICO images are not accepted; send PNG, JPEG, GIF, BMP, WebP or TIFF"),
-    ]
