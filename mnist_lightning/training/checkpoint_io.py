@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mnist_lightning.errors import UserError
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -17,7 +20,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     on another filesystem than the checkpoints (a local /tmp and shared storage, as on clusters) the move is
     a copy, and a kill during the copy leaves a truncated ``last.ckpt`` where a good one was. A rename within
     one folder is atomic: after SIGKILL or a crash the path holds the old checkpoint or the new one, whole.
-    URLs (``s3://``, ``file://``) still go through Lightning's writer.
+    URLs (``s3://``, ``file://``) still go through Lightning's writer. A full disk is one UserError naming
+    the file and the newest checkpoint that is whole.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options=None) -> None:
@@ -32,5 +36,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(partial, target)
+        except (OSError, RuntimeError) as err:  # torch.save reports a failed write as a RuntimeError
+            full = _out_of_space(err)
+            if full is None:
+                raise
+            raise UserError(
+                f"cannot write the checkpoint '{target}': {full.strerror or 'no space left'} (the disk or "
+                f"quota is full). Nothing saved before is lost: {_last_whole_checkpoint(target)}. Free some "
+                f"space (or log elsewhere with --trainer.logger.init_args.save_dir), then continue with the "
+                f"same command plus --ckpt_path last."
+            ) from None
         finally:
             partial.unlink(missing_ok=True)
+
+
+def _out_of_space(err: BaseException | None) -> OSError | None:
+    """The "no space left" (or "quota exceeded") OSError in ``err``'s chain, if there is one."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _last_whole_checkpoint(target: Path) -> str:
+    """The newest checkpoint beside ``target`` (whole: each was renamed into place complete), for messages."""
+    saved = [path for path in target.parent.glob("*.ckpt") if path.is_file()]
+    newest = max(saved, key=lambda path: path.stat().st_mtime, default=None)
+    return f"the newest whole checkpoint is {newest}" if newest else "no checkpoint had been saved yet"

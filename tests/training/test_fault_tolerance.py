@@ -131,3 +131,47 @@ def test_lightnings_writer_on_one_filesystem_is_whole_too(tmp_path):
     """Why a test with the temp folder and the checkpoints on one filesystem cannot tell the writers apart."""
     assert Path(tempfile.gettempdir()).stat().st_dev == tmp_path.stat().st_dev
     assert_whole(kill_at_every_file_call(TorchCheckpointIO(), tmp_path / "last.ckpt"), tmp_path / "last.ckpt")
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_the_last_whole_checkpoint(
+    tmp_path, tiny_data, monkeypatch
+):
+    """The second epoch's checkpoint meets a full disk: one error paragraph, and the first epoch's files are
+    whole (as logs on a small tmpfs gave: ENOSPC, then torch's RuntimeError while closing the archive)."""
+    import errno
+    import re
+
+    from mnist_lightning.training import checkpoint_io
+
+    from helpers.commands import CONFIG, QUICK
+    from helpers.inprocess import run_main
+
+    real_save = torch.save
+
+    def save_until_the_disk_is_full(checkpoint, file):
+        if checkpoint["epoch"] >= 1:
+            file.write(b"partial")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from OSError(
+                errno.ENOSPC, "No space left on device"
+            )
+        real_save(checkpoint, file)
+
+    monkeypatch.setattr(checkpoint_io.torch, "save", save_until_the_disk_is_full)
+    status, stdout, stderr = run_main(
+        "fit",
+        "--config",
+        CONFIG,
+        f"--data.data_dir={tiny_data}",
+        *QUICK,
+        "--trainer.max_epochs=2",
+        cwd=tmp_path,
+    )
+    monkeypatch.undo()
+    assert status == 2, stderr[-3000:]
+    [error] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert re.match(r"error: cannot write the checkpoint '.*epoch=1.*\.ckpt': No space left on device", error)
+    assert "the newest whole checkpoint is lightning_logs/version_0/checkpoints/last.ckpt." in error
+    assert "Traceback" not in stderr
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert not list(checkpoints.glob(".*.partial"))
