@@ -30,6 +30,7 @@ from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, ra
 from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.tools.pt2_archive import UnsafeArchive, check_pt2_archive
 from mnist_lightning.training.checkpoints import read_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
@@ -148,7 +149,12 @@ def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Pred
 
 def load_pt2(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
     """``torch.export.load`` of an exported file as a callable on NumPy arrays, and the file's metadata;
-    ``threads``: torch's intra-op threads in this process (torch's default: one per core)."""
+    ``threads``: torch's intra-op threads in this process (torch's default: one per core). The archive is
+    checked first (``pt2_archive.py``): a file that would run code when loaded is a UserError."""
+    try:
+        check_pt2_archive(path)  # torch.export.load unpickles parts of it unchecked
+    except UnsafeArchive as err:
+        raise UserError(f"'{path}' {err}; it is not loaded (see docs/security.md).") from None
     if threads is not None:
         torch.set_num_threads(threads)
     extra_files = {"metadata.json": ""}
