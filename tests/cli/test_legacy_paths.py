@@ -165,6 +165,19 @@ def test_upgrade_rewrites_an_old_checkpoint_and_config_which_then_load_without_t
     assert status == 0 and "already names today's module paths" in stdout
 
 
+def test_upgrade_help_imports_neither_torch_nor_lightning():
+    code = (
+        "import sys; from mnist_lightning.cli.main import main\n"
+        "try:\n    main(['upgrade', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'lightning' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PATH.bak" in result.stdout and result.stdout.splitlines()[-1] == "False False"
+
+
 @pytest.mark.parametrize(
     "name, content",
     [
