@@ -1,6 +1,7 @@
 # The README's first two commands, on a machine with Python 3.10+ and make:
 #   make fit [ARGS="--data.data_dir /path/to/datasets"]   train the default recipe
 #   make test [PYTEST_ARGS='-m "not slow"']                 run the test suite
+#   make test-lowest                                        the quick suite on the lowest versions allowed (as CI)
 #   make lint                                               ruff check and ruff format --check (as CI)
 #   make docs                                               the guide in docs/ as a site in site/ (as CI)
 # Each creates .venv and installs the project into it (pip install -e ".[dev]") when needed: the first time,
@@ -8,16 +9,22 @@
 
 PYTHON ?= python3
 VENV ?= .venv
+# lightning, torchmetrics and jsonargparse at the lowest versions pyproject.toml allows (.ci/lowest_versions.py),
+# put in front of .venv's packages, which give the rest (torch among them)
+LOWEST ?= .venv-lowest
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: fit test lint docs install clean-venv
+.PHONY: fit test test-lowest lint docs install clean-venv
 
 fit: $(VENV)/.installed
 	$(VENV)/bin/python -m mnist_lightning fit $(ARGS)
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+test-lowest: $(LOWEST)/.installed
+	PYTHONPATH=$(CURDIR)/$(LOWEST) $(VENV)/bin/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
@@ -43,5 +50,11 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
 	@touch $@
 
+$(LOWEST)/.installed: pyproject.toml $(VENV)/.installed
+	rm -rf $(LOWEST)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --target $(LOWEST) \
+	  $$($(VENV)/bin/python .ci/lowest_versions.py)
+	@touch $@
+
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(LOWEST)

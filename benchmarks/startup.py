@@ -9,7 +9,8 @@ whose floor took more than twice the fastest floor is thrown away and run again:
 
 Targets: ``--help`` and ``fit --help`` within 1.15 x the floor (``fit --help`` builds the parser, which
 needs Lightning); ``runs`` faster than the floor itself (it needs neither torch nor Lightning);
-``sweep --help``, ``export --help``, ``serve --help`` within 1.3 x.
+``sweep --help``, ``export --help``, ``serve --help`` within 1.3 x; ``upgrade --help`` faster than the floor
+(torch is imported only to read a checkpoint).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ COMMANDS = [
     ("sweep --help", ["-m", "mnist_lightning", "sweep", "--help"], 1.3, False),
     ("export --help", ["-m", "mnist_lightning", "export", "--help"], 1.3, False),
     ("serve --help", ["-m", "mnist_lightning", "serve", "--help"], 1.3, False),
+    ("upgrade --help", ["-m", "mnist_lightning", "upgrade", "--help"], 1.0, True),
 ]
 
 

@@ -85,12 +85,14 @@ def set_logging_step(trainer: Any, step: int, epoch: int | None = None) -> None:
 
 def skip_callback_hooks_that_do_nothing() -> None:
     """Make Lightning call a callback's hook only where the callback overrides ``Callback``'s, which does
-    nothing. Lightning 2.6's ``trainer.call._call_callback_hooks`` calls every hook of every callback, each
-    inside a profiler context with a name built from ``state_key``: about 8 hooks per training step times the
-    recipe's 14 callbacks, of which a handful do something. Skipping the others made the seed recipe's epoch
-    6% faster (2-core CPU, epochs alternated in one fit). Nothing public decides which hooks are called.
-    Replaces the module function that the loops call (``call._call_callback_hooks``) with a copy of it
-    (checked on lightning 2.6.6) that leaves such calls out; applied once per process."""
+    nothing, until :func:`call_every_callback_hook`. Lightning's ``trainer.call._call_callback_hooks`` calls
+    every hook of every callback, each inside a profiler context with a name built from ``state_key``: about
+    8 hooks per training step times the recipe's 14 callbacks, of which a handful do something. Nothing
+    public decides which hooks are called (the time it saves: docs/performance.md). Replaces the module
+    function that the loops call (``call._call_callback_hooks``) with a copy of it that leaves such calls
+    out; the function is the same in every lightning release from 2.5.0 to 2.6.6 (``tests/test_compat.py``
+    compares its source). Applied by the commands that train (``cli/process.py``), undone when the command
+    returns (``cli/main.py``), so a Trainer of the user's own outside the command line is not affected."""
     from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
     from lightning.pytorch.trainer import call
 
@@ -128,6 +130,16 @@ def skip_callback_hooks_that_do_nothing() -> None:
     _call_callback_hooks.skips_hooks_that_do_nothing = True
     _call_callback_hooks.replaces = call._call_callback_hooks
     call._call_callback_hooks = _call_callback_hooks
+
+
+def call_every_callback_hook() -> None:
+    """Undo :func:`skip_callback_hooks_that_do_nothing` (Lightning's own function again); imports nothing."""
+    import sys
+
+    call = sys.modules.get("lightning.pytorch.trainer.call")
+    replaced = getattr(call, "_call_callback_hooks", None)
+    if getattr(replaced, "skips_hooks_that_do_nothing", False):
+        call._call_callback_hooks = replaced.replaces
 
 
 def tensorboard_event_file(logger: Any) -> str:

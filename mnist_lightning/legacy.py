@@ -1,11 +1,14 @@
-"""Module paths of earlier releases, kept importable so their checkpoints and configs still load.
+"""Module paths of earlier releases, kept importable (deprecated) so their checkpoints and configs still load.
 
 Checkpoints record the class paths of their model and network (``mnist_lightning.model.MNISTClassifier``,
 ``mnist_lightning.nets.MLP``) and saved ``config.yaml`` files name the class paths of their callbacks. When
-the package was laid out in layers those modules moved; importing an old path gives the module that now
-holds those classes (``mnist_lightning.data.MNISTDataModule`` is still found: ``data`` is now the data
-layer's package and names it). Installed by ``mnist_lightning/__init__.py``; nothing is imported until
-asked for.
+the package was laid out in layers those modules moved. Importing an old path gives an alias module whose
+attributes are those of the module that now holds the classes (the same class objects), with a
+``DeprecationWarning`` that names ``python -m mnist_lightning upgrade``, which rewrites such a file to today's
+paths (``tools/upgrade.py``). The module that moved is left as it is: its ``__spec__`` stays its own, so
+``importlib.reload`` of it still works. (``mnist_lightning.data.MNISTDataModule`` needs no entry: ``data`` is
+now the data layer's package and names it.) Installed by ``mnist_lightning/__init__.py``; nothing is imported
+until asked for.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.util
+import re
 import sys
+import warnings
 
 # module of the flat layout (before the package was laid out in layers) -> module that holds its classes now
 MOVED = {
@@ -26,6 +31,11 @@ MOVED = {
     "mnist_lightning.fault_tolerance": "mnist_lightning.callbacks.interrupt",
     "mnist_lightning.run_folder": "mnist_lightning.callbacks.run_folder",
 }
+# an old module's name where it stands as a whole dotted name, alone or before ".ClassName"
+_OLD_NAME = re.compile(
+    r"(?<![\w.])(?P<module>" + "|".join(map(re.escape, MOVED)) + r")(?P<name>\.\w+)?(?!\w)"
+)
+UPGRADE_HINT = "python -m mnist_lightning upgrade FILE"
 
 
 def current_class_path(class_path: str) -> str:
@@ -35,8 +45,18 @@ def current_class_path(class_path: str) -> str:
     return f"{MOVED[module]}.{name}" if module in MOVED else class_path
 
 
+def with_current_paths(text: str) -> str:
+    """``text`` with every old module path in it (alone or in a class path) replaced by today's."""
+    return _OLD_NAME.sub(lambda match: MOVED[match["module"]] + (match["name"] or ""), text)
+
+
+def old_names_in(text: str) -> set[str]:
+    """The old module paths and class paths that ``text`` names (``{"mnist_lightning.nets.MLP"}``)."""
+    return {match[0] for match in _OLD_NAME.finditer(text)}
+
+
 class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports a moved module's old name as the module itself (the same object, not a copy)."""
+    """Imports a moved module's old name as an alias of the module that holds its classes now."""
 
     def find_spec(self, fullname, path, target=None):
         if fullname in MOVED:
@@ -44,10 +64,18 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         return None
 
     def create_module(self, spec):
-        return importlib.import_module(MOVED[spec.name])
+        return None  # a new, empty module object of the old name: the moved module is not touched
 
     def exec_module(self, module) -> None:
-        pass
+        current = importlib.import_module(MOVED[module.__name__])
+        warnings.warn(
+            f"{module.__name__} is the old path of {current.__name__}; it will stop being importable in a "
+            f"future release. Rewrite the checkpoint or config.yaml that names it with `{UPGRADE_HINT}`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        module.__getattr__ = lambda name: getattr(current, name)
+        module.__dir__ = lambda: dir(current)
 
 
 def install() -> None:

@@ -153,24 +153,24 @@ def test_callback_hooks_that_do_nothing_are_skipped_and_the_others_called_as_bef
         trainer.fit(BoringModel())
         return recorder.calls, names
 
+    original = call._call_callback_hooks
     compat.skip_callback_hooks_that_do_nothing()
-    patched = call._call_callback_hooks
-    assert patched.skips_hooks_that_do_nothing
-    original = patched.replaces
-
-    def parameters(function):
-        return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
-
-    assert parameters(original) == parameters(patched)
-    # the copy is of lightning 2.6.6's body: a changed upstream function must be compared with it again
-    source = inspect.getsource(original).encode()
-    assert hashlib.sha256(source).hexdigest()[:16] == "c413fb9a6a9ce1a3", "re-check compat's copy"
     try:
-        call._call_callback_hooks = original
-        calls_before, profiled_before = fit()
+        patched = call._call_callback_hooks
+        assert patched.skips_hooks_that_do_nothing and patched.replaces is original
+
+        def parameters(function):
+            return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+        assert parameters(original) == parameters(patched)
+        # the copy is of the body in lightning 2.5.0-2.6.6: a changed upstream function must be compared again
+        source = inspect.getsource(original).encode()
+        assert hashlib.sha256(source).hexdigest()[:16] == "c413fb9a6a9ce1a3", "re-check compat's copy"
+        calls_after, profiled_after = fit()
     finally:
-        call._call_callback_hooks = patched
-    calls_after, profiled_after = fit()
+        compat.call_every_callback_hook()
+    assert call._call_callback_hooks is original
+    calls_before, profiled_before = fit()
 
     assert calls_after == calls_before
     assert ("on_train_batch_end", "on_train_batch_end", 1) in calls_after and (
@@ -191,3 +191,16 @@ def test_a_parse_without_defaults_holds_only_what_the_arguments_set():
     parser.link_arguments("dataset", "num_classes", compute_fn=len)  # its source unset: the link is skipped
     parsed = compat.parse_without_defaults(parser, ["--trainer.max_epochs=4"])
     assert parsed.as_dict() == {"trainer": {"max_epochs": 4}}
+
+
+def test_a_command_leaves_lightnings_callback_hooks_as_they_were(tmp_path):
+    """The CLI skips empty callback hooks only while its own command runs: a Trainer of the user's own, built
+    in the same process afterwards, calls every hook as Lightning does."""
+    from lightning.pytorch.trainer import call
+
+    from helpers.inprocess import run_main
+
+    original = call._call_callback_hooks
+    status, stdout, stderr = run_main("fit", "--config", CONFIG, "--print_config", cwd=tmp_path)
+    assert status == 0 and "trainer:" in stdout, stderr[-3000:]
+    assert call._call_callback_hooks is original

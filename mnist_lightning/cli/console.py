@@ -49,6 +49,10 @@ PROJECT_COMMANDS = {
         "mnist_lightning.tools.serve.server",
         "Serve a model over HTTP, with a page to draw a digit on.",
     ),
+    "upgrade": (
+        "mnist_lightning.tools.upgrade",
+        "Rewrite checkpoints and configs that name old module paths to today's (a backup kept).",
+    ),
 }
 
 

@@ -12,6 +12,7 @@ import sys
 from importlib import import_module
 
 from mnist_lightning.cli.console import LIGHTNING_COMMANDS, PROJECT_COMMANDS, program_name, user_errors_exit_2
+from mnist_lightning.cli.process import finish_process
 
 
 def usage() -> str:
@@ -40,11 +41,14 @@ def main(args: list[str] | None = None) -> None:
     if argv[:1] in (["-h"], ["--help"]):
         print(usage())
         return
-    if argv and argv[0] in PROJECT_COMMANDS:
-        module, _ = PROJECT_COMMANDS[argv[0]]
-        with user_errors_exit_2():
-            import_module(module).main(argv[1:])
-        return
-    from mnist_lightning.cli.lightning_cli import main as lightning_main
+    try:
+        if argv and argv[0] in PROJECT_COMMANDS:
+            module, _ = PROJECT_COMMANDS[argv[0]]
+            with user_errors_exit_2():
+                import_module(module).main(argv[1:])
+            return
+        from mnist_lightning.cli.lightning_cli import main as lightning_main
 
-    lightning_main(args)  # None: LightningCLI reads the command line itself (and does not warn)
+        lightning_main(args)  # None: LightningCLI reads the command line itself (and does not warn)
+    finally:
+        finish_process()  # Lightning as it was before the command (cli/process.py)

@@ -16,7 +16,7 @@ def _skip_nvml_probe_without_nvml() -> None:
     ``import lightning`` sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, which makes ``torch.cuda.is_available()``
     try to load ``libnvidia-ml.so.1`` on each call, and Adam asks once per step. Where that library does not
     load, torch falls back to ``cudaGetDeviceCount`` anyway, so unsetting the variable gives the same answer
-    without a failed library search per step (about 40 µs a step on a 2-core CPU: 2% of the default epoch).
+    without a failed library search per step (what that costs: docs/performance.md).
     """
     try:
         ctypes.CDLL("libnvidia-ml.so.1")
@@ -31,8 +31,14 @@ def prepare_process() -> None:
     # Lightning's TQDMProgressBar honours this variable, and users can still set it themselves.
     os.environ.setdefault("TQDM_MINITERS", "50")
     # Call a callback's hook only where it does something: with the recipe's callbacks, most of the hooks
-    # called per training step are Callback's empty ones (see compat)
+    # called per training step are Callback's empty ones (see compat); undone by finish_process
     compat.skip_callback_hooks_that_do_nothing()
+
+
+def finish_process() -> None:
+    """Undo what :func:`prepare_process` changed in Lightning when a command returns, so that a Trainer built
+    afterwards in the same process (a user's own, a test's) runs Lightning as it is."""
+    compat.call_every_callback_hook()
 
 
 def exit_interrupted(status: int) -> NoReturn:

@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
+from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lightning import compat
@@ -60,7 +61,7 @@ class MNISTClassifier(L.LightningModule):
         self.train_loss, self.val_loss, self.test_loss = SampleMean(), SampleMean(), SampleMean()
         self.train_acc = TrainAccuracy()
         self.val_acc, self.test_acc = (MulticlassAccuracy(num_classes, average="micro") for _ in range(2))
-        self.val_acc_best = 0.0
+        self.val_acc_best = MaxMetric()  # the best val_acc of the fit (kept in checkpoints)
         # one image: the model summary shows each layer's FLOPs and shapes for it (not a column of zeros)
         self.example_input_array = torch.zeros(1, 1, 28, 28)
 
@@ -84,9 +85,9 @@ class MNISTClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self.log_dict({"val_loss": self.val_loss, "val_acc": self.val_acc}, prog_bar=True)
         if self.trainer.state.fn == TrainerFn.FITTING and not self.trainer.sanity_checking:
-            self.val_acc_best = max(self.val_acc_best, self.val_acc.compute().item())
+            self.val_acc_best.update(self.val_acc.compute())
             # the same value on every rank (val_acc is synchronized): the reduction changes nothing
-            self.log("val_acc_best", self.val_acc_best, sync_dist=True)
+            self.log("val_acc_best", self.val_acc_best.compute(), sync_dist=True)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._evaluate(batch, self.test_loss, self.test_acc)
@@ -113,13 +114,14 @@ class MNISTClassifier(L.LightningModule):
                 loss_metric.set_dtype(torch.float32)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["val_acc_best"] = self.val_acc_best
+        checkpoint["val_acc_best"] = self.val_acc_best.max_value.item()  # -inf before the first validation
         if self._trainer is not None and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             # mid-epoch: the epoch's running sums, so a resumed epoch logs what an uninterrupted one would
             checkpoint["train_sums"] = [self.train_loss.metric_state, self.train_acc.metric_state]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.val_acc_best = checkpoint.get("val_acc_best", 0.0)
+        self.val_acc_best.reset()  # the checkpoint's best, not the larger of it and this module's
+        self.val_acc_best.update(checkpoint.get("val_acc_best", 0.0))
         for metric, states in zip(
             (self.train_loss, self.train_acc), checkpoint.get("train_sums", [{}, {}]), strict=True
         ):

@@ -69,6 +69,24 @@ def test_report_numbers_match_torchmetrics():
     assert [report["per_class"][str(d)]["support"] for d in range(10)] == torch.bincount(targets).tolist()
 
 
+def test_per_class_scores_equal_torchmetrics_with_a_class_never_predicted_and_one_never_seen():
+    confusion = torch.tensor([[50, 3, 0, 2], [4, 41, 0, 0], [0, 0, 0, 0], [7, 0, 0, 0]])  # 2: no samples,
+    classes = ["a", "b", "c", "d"]  # 2 and 3: never predicted
+    report = classification_report(confusion, classes)
+    cells = torch.arange(confusion.numel()).repeat_interleave(confusion.flatten())
+    kwargs = {"preds": cells % 4, "target": cells // 4, "num_classes": 4, "zero_division": 0}
+    per_class = {
+        "precision": multiclass_precision(**kwargs, average=None),
+        "recall": multiclass_recall(**kwargs, average=None),
+        "f1": multiclass_f1_score(**kwargs, average=None),
+    }
+    for name, values in per_class.items():
+        ours = torch.tensor([report["per_class"][label][name] for label in classes], dtype=torch.float64)
+        torch.testing.assert_close(ours.float(), values, rtol=0, atol=0)  # equal once in float32
+        assert ours[2:].tolist() == [0.0, 0.0] and report["macro_avg"][name] == ours.mean().item()
+    assert report["per_class"]["b"]["precision"] == 41 / 44  # float64: exact to the last digit
+
+
 def test_a_digit_never_predicted_has_zero_precision_not_nan():
     confusion = torch.eye(10, dtype=torch.long) * 5
     confusion[3, 3], confusion[3, 8] = 0, 5  # every 3 is called an 8

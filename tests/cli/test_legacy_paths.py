@@ -1,17 +1,22 @@
 """Checkpoints and configs written before the package was laid out in layers still work: they name their
-network ``mnist_lightning.nets.MLP``, a module that has moved (``mnist_lightning.legacy``)."""
+network ``mnist_lightning.nets.MLP``, a module that has moved (``mnist_lightning.legacy``, deprecated); and
+``upgrade`` rewrites them to today's paths, after which they load without the old paths."""
 
 from __future__ import annotations
 
 import json
 import re
 import shutil
+import subprocess
+import sys
+import textwrap
+from argparse import ArgumentError
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers.commands import CONFIG, QUICK
+from helpers.commands import CONFIG, QUICK, subprocess_env
 from helpers.inprocess import run_main, run_on_checkpoint
 
 OLD_PATHS = {"mnist_lightning.models.nets.MLP": "mnist_lightning.nets.MLP"}
@@ -92,3 +97,107 @@ def test_an_old_checkpoint_exports_and_serves(tmp_path, old_run, tiny_data, caps
     probabilities = model(torch.zeros(2, 1, 28, 28))
     assert spec.name == "MNIST" and probabilities.shape == (2, 10)
     assert json.loads(json.dumps(spec.classes)) == [str(digit) for digit in range(10)]
+
+
+def test_an_old_path_imports_with_a_deprecation_warning_and_the_moved_module_still_reloads():
+    script = textwrap.dedent("""
+        import importlib, warnings
+        import mnist_lightning.models.nets as moved
+        first_class = moved.MLP
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import mnist_lightning.nets as old
+        assert old.MLP is moved.MLP and old is not moved, old
+        assert [w.category for w in caught] == [DeprecationWarning], caught
+        print(caught[0].message)
+        assert moved.__spec__.name == "mnist_lightning.models.nets", moved.__spec__
+        importlib.reload(moved)  # runs the module's code again: a new class object
+        assert moved.MLP is not first_class, "reload did not run mnist_lightning.models.nets again"
+    """)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mnist_lightning.nets" in result.stdout and "python -m mnist_lightning upgrade" in result.stdout
+
+
+@pytest.fixture
+def without_old_paths(monkeypatch):
+    """The process as if the old module paths were never importable: no finder, no alias imported."""
+    from mnist_lightning.legacy import MOVED, _MovedModules
+
+    monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path if not isinstance(f, _MovedModules)])
+    for old in MOVED:
+        monkeypatch.delitem(sys.modules, old, raising=False)
+        monkeypatch.delattr(sys.modules["mnist_lightning"], old.rpartition(".")[2], raising=False)
+
+
+def test_upgrade_rewrites_an_old_checkpoint_and_config_which_then_load_without_the_old_paths(
+    tmp_path, old_run, tiny_data, without_old_paths
+):
+    from mnist_lightning.models.classifier import MNISTClassifier
+
+    checkpoint, config = tmp_path / "old.ckpt", tmp_path / "config.yaml"
+    shutil.copy(old_checkpoint(old_run), checkpoint)
+    shutil.copy(old_run / "config.yaml", config)
+    originals = {path: path.read_bytes() for path in (checkpoint, config)}
+
+    status, stdout, stderr = run_main("upgrade", checkpoint, config, cwd=tmp_path)
+
+    assert status == 0, stderr
+    assert stdout.count("mnist_lightning.nets.MLP -> mnist_lightning.models.nets.MLP") == 2, stdout
+    for path, original in originals.items():
+        assert f"kept as {path}.bak" in stdout
+        assert Path(f"{path}.bak").read_bytes() == original
+    assert "mnist_lightning.nets." not in str(torch.load(checkpoint, weights_only=True)) + config.read_text()
+    with pytest.raises(ArgumentError, match=r"class_path 'mnist_lightning\.nets\.MLP'"):  # the original's
+        MNISTClassifier.load_from_checkpoint(f"{checkpoint}.bak", weights_only=True)
+    upgraded = MNISTClassifier.load_from_checkpoint(checkpoint, weights_only=True)
+    assert type(upgraded.net).__module__ == "mnist_lightning.models.nets"
+    status, stdout, stderr = run_on_checkpoint(
+        "test", checkpoint, f"--data.data_dir={tiny_data}", "--data.val_size=64", cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    status, stdout, stderr = run_main("fit", "--config", config, "--print_config", cwd=tmp_path)
+    assert status == 0 and "class_path: mnist_lightning.models.nets.MLP" in stdout, stderr[-3000:]
+
+    status, stdout, _ = run_main("upgrade", checkpoint, cwd=tmp_path)  # a second time: nothing to do
+    assert status == 0 and "already names today's module paths" in stdout
+
+
+def test_upgrade_help_imports_neither_torch_nor_lightning():
+    code = (
+        "import sys; from mnist_lightning.cli.main import main\n"
+        "try:\n    main(['upgrade', '--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'lightning' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "PATH.bak" in result.stdout and result.stdout.splitlines()[-1] == "False False"
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("notes.txt", b"mnist_lightning.nets.MLP"),
+        ("model.ckpt", b"not a checkpoint"),
+        ("model.ckpt", None),  # a pickle that is no checkpoint: a list
+        ("config.yaml", b"- a list, not settings"),
+        ("config.yaml", b"model: {net: [unclosed"),
+    ],
+)
+def test_upgrade_refuses_a_file_that_is_no_checkpoint_or_config_and_leaves_it_as_it_is(
+    tmp_path, name, content
+):
+    path = tmp_path / name
+    if content is None:
+        torch.save(["mnist_lightning.nets.MLP"], path)
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    status, stdout, stderr = run_main("upgrade", path, cwd=tmp_path)
+    assert status == 2 and stderr.startswith("error: ") and str(path) in stderr, stderr
+    assert "Traceback" not in stderr and stderr.count("\n") == 1
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]

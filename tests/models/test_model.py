@@ -12,6 +12,9 @@ from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.models.metrics import SampleMean, TrainAccuracy
 from mnist_lightning.models.nets import MLP, ConvNet
 
+from helpers.commands import CONFIG, QUICK
+from helpers.inprocess import run_main
+
 
 def test_mlp_shapes_and_parameter_count():
     net = MLP()
@@ -137,3 +140,33 @@ def test_train_accuracy_equals_torchmetrics_accuracy_also_when_shards_are_merged
     rank0.merge_state(rank1)
     assert one_device.compute().item() == rank0.compute().item() == reference.compute().item()
     assert 0.0 < reference.compute().item() < 0.3  # chance level: random logits
+
+
+def test_val_acc_best_is_the_best_val_acc_so_far_and_a_resumed_fit_keeps_the_checkpoints(tmp_path, tiny_data):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def logged(name: str) -> list[float]:
+        values = []
+        for run in sorted((tmp_path / "lightning_logs").iterdir()):
+            events = EventAccumulator(str(run))
+            events.Reload()
+            values += (
+                [event.value for event in events.Scalars(name)] if name in events.Tags()["scalars"] else []
+            )
+        return values
+
+    args = ("--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK)
+    status, stdout, stderr = run_main("fit", *args, "--trainer.max_epochs=3", cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    val_acc, val_acc_best = logged("val_acc"), logged("val_acc_best")
+    assert len(val_acc) == 3 and val_acc_best == [max(val_acc[: epoch + 1]) for epoch in range(3)]
+
+    checkpoint = torch.load(next(tmp_path.glob("lightning_logs/*/checkpoints/last.ckpt")), weights_only=True)
+    assert checkpoint["val_acc_best"] == val_acc_best[-1]
+    checkpoint["val_acc_best"] = recorded_best = torch.tensor(0.999).item()  # better than any epoch here
+    torch.save(checkpoint, tmp_path / "better.ckpt")
+    status, stdout, stderr = run_main(
+        "fit", *args, "--trainer.max_epochs=4", f"--ckpt_path={tmp_path / 'better.ckpt'}", cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    assert max(logged("val_acc")) < recorded_best and logged("val_acc_best")[3:] == [recorded_best]

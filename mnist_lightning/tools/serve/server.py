@@ -244,7 +244,7 @@ def build_server(
     if pipes:
         compat.replace_litserve_queues(server, multiprocessing.get_context("spawn").Queue, PipeTransport)
     # LitServe compresses answers over 1,000 bytes: an answer of /predict is about 300, and wrapping each in
-    # GZipMiddleware's responder cost 7% of an HTTP process's time under load, for nothing
+    # GZipMiddleware's responder cost an HTTP process time under load for nothing (benchmarks/NOTES.md)
     server.app.user_middleware = [
         middleware for middleware in server.app.user_middleware if middleware.cls is not GZipMiddleware
     ]
@@ -259,8 +259,8 @@ def freeze_imported_objects() -> None:
     about 480,000) out of this process's future garbage collections.
 
     Under load, the objects of requests in flight survive into the oldest generation, so Python runs a full
-    collection every few seconds; each went through all those objects, 250-300 ms during which the process
-    answered nothing (every request in flight waited: p99 at 64 connections 350-470 ms, p50 55-75 ms).
+    collection every few seconds; each went through all those objects, a pause during which the process
+    answered nothing and every request in flight waited (measured in benchmarks/NOTES.md, Serving).
     """
     gc.collect()
     gc.freeze()
