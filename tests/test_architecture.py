@@ -14,7 +14,7 @@ PACKAGE = REPO / "mnist_lightning"
 # the layers, bottom first; a module may import its own subpackage and any lower layer, never a higher one
 # (models and data are side by side: neither imports the other)
 LAYERS = {
-    "errors": 0, "schema": 0, "compat": 0, "legacy": 0,
+    "errors": 0, "schema": 0, "compat": 0, "legacy": 0, "run_layout": 0,
     "models": 1, "data": 1,
     "training": 2,
     "callbacks": 3,

@@ -15,6 +15,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.run_layout import INTERRUPTED_CHECKPOINT, checkpoint_folder, run_folder
 
 SIGNAL_LOG = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
 
@@ -42,7 +43,7 @@ class InterruptCheckpoint(Checkpoint):
 
     @property
     def ckpt_path(self) -> str:
-        return os.path.join(self.dirpath, "interrupted.ckpt")
+        return os.path.join(self.dirpath, INTERRUPTED_CHECKPOINT)
 
     @property
     def exit_status(self) -> int:
@@ -118,4 +119,4 @@ def _checkpoint_folder(trainer: L.Trainer) -> str:
     callback = trainer.checkpoint_callback
     if callback is not None and getattr(callback, "dirpath", None):
         return callback.dirpath
-    return os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
+    return str(checkpoint_folder(run_folder(trainer)))

@@ -14,8 +14,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import schema
 from mnist_lightning.callbacks.outputs import global_seed, local_time, write_json, writes_files
-
-SUMMARY_FILE = "summary.json"
+from mnist_lightning.run_layout import SUMMARY_FILE, run_folder
 
 
 class RunSummary(L.Callback):
@@ -62,7 +61,7 @@ class RunSummary(L.Callback):
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str = "") -> None:
         if not writes_files(trainer):
             return
-        folder = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a broadcast under DDP
+        folder = run_folder(trainer)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
             return
         summary = describe_run(trainer, pl_module, folder)

@@ -10,12 +10,11 @@ import yaml
 from jsonargparse import Namespace
 
 from mnist_lightning import schema
-from mnist_lightning.callbacks.outputs import evaluation_folder
-from mnist_lightning.callbacks.run_folder import run_folder_of
 from mnist_lightning.cli.checks import option_values, say
 from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.cli.loggers import folder_logger
 from mnist_lightning.errors import UserError
+from mnist_lightning.run_layout import evaluation_folder, run_folder_of
 from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
 
 EVALUATIONS = ("validate", "test", "predict")
