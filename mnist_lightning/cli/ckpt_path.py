@@ -10,7 +10,8 @@ import yaml
 from jsonargparse import Namespace
 
 from mnist_lightning import schema
-from mnist_lightning.cli.checks import option_values, say
+from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.cli.checks import option_values
 from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.cli.loggers import folder_logger
 from mnist_lightning.errors import UserError
@@ -50,11 +51,11 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
         if keyword == "best":
             raise UserError("fit resumes from --ckpt_path last or from a checkpoint file, not from 'best'.")
         if newest is None:
-            say(f"No checkpoint to resume under '{log_root}': starting a new run.")
+            tell(None, f"No checkpoint to resume under '{log_root}': starting a new run.")
             config.ckpt_path = None
             return
         init_args.version = newest.parent.parent.name
-        say(f"Resuming from {newest}; this run continues in {newest.parent.parent}.")
+        tell(None, f"Resuming from {newest}; this run continues in {newest.parent.parent}.")
     elif newest is None:
         raise UserError(f"--ckpt_path {keyword}: no checkpoint under '{log_root}' yet; run 'fit' first.")
     config.ckpt_path = str(newest if keyword == "last" else best_checkpoint_of(newest))
@@ -114,9 +115,10 @@ def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dic
     if folder and "data_dir" not in given and folder != data.data_dir and Path(folder).is_dir():
         changes["data_dir"] = folder
     if {"dataset", "data_dir"} & changes.keys():
-        say(
+        tell(
+            None,
             f"The checkpoint was trained on {dataset or data.dataset} (data folder "
-            f"'{changes.get('data_dir', data.data_dir)}'): this run uses the same."
+            f"'{changes.get('data_dir', data.data_dir)}'): this run uses the same.",
         )
     return changes
 

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import compat
 from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
-from mnist_lightning.callbacks.progress import ProgressBar
+from mnist_lightning.callbacks.progress import ProgressBar, tell
 from mnist_lightning.callbacks.run_folder import RunConfig, RunFolder
 from mnist_lightning.cli.checks import (
     check_accelerator,
@@ -27,7 +27,6 @@ from mnist_lightning.cli.checks import (
     check_log_dir,
     drop_checkpoint_callbacks,
     drop_logger_callbacks,
-    say,
 )
 from mnist_lightning.cli.ckpt_path import (
     EVALUATIONS,
@@ -184,9 +183,10 @@ class MNISTLightningCLI(LightningCLI):
         if isinstance(net, Namespace) and net.get("class_path"):  # a checkpoint of the flat layout's classes
             net.class_path = current_class_path(net.class_path)
         if self.requested_net is not None and describe_net(net) != describe_net(self.requested_net):
-            say(
+            tell(
+                None,
                 f"The checkpoint's network, {describe_net(config.model.net)}, is used instead of the "
-                f"{describe_net(self.requested_net)} the config asked for."
+                f"{describe_net(self.requested_net)} the config asked for.",
             )
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
