@@ -10,6 +10,8 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
+from mnist_lightning import compat
+
 BARS = ("train_progress_bar", "val_progress_bar", "test_progress_bar", "predict_progress_bar")
 
 
@@ -40,10 +42,10 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
-        if trainer.fit_loop.restarted_mid_epoch:  # Lightning does not call on_train_epoch_start for it
+        if compat.restarted_mid_epoch(trainer):  # Lightning does not call on_train_epoch_start for it
             self.on_train_epoch_start(trainer)
             bar = self.train_progress_bar
-            bar.n = bar.initial = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            bar.n = bar.initial = compat.training_batches_completed(trainer)
             if not bar.disable:
                 bar.refresh()
 
