@@ -174,8 +174,8 @@ def figure_pixels(figure: Figure) -> np.ndarray:
 def confusion_matrix_pixels(confusion_matrix: torch.Tensor, classes: Sequence[str], title: str) -> np.ndarray:
     """The matrix as a small labelled (H, W, 3) uint8 picture: a log-scaled heat map with each count in its
     cell (zeros light grey), the classes along both axes (columns by index, rows by index and name), a title
-    and which axis is which. Drawn with Pillow in milliseconds (the annotated matplotlib figure of the test
-    report takes ~0.3 s): the per-epoch validation image."""
+    and which axis is which. Drawn with Pillow, far quicker than the test report's annotated matplotlib
+    figure (benchmarks/NOTES.md): the per-epoch validation image."""
     from PIL import Image, ImageDraw, ImageFont
 
     counts = confusion_matrix.to(torch.long).cpu()
