@@ -40,8 +40,8 @@ class RunFolder(L.Callback):
 
     def note_new_folder(self, trainer: L.Trainer) -> None:
         """Called before the run starts (the Trainer creates the logger's folder before any callback hook)."""
+        folder = run_folder(trainer)  # every rank asks: a broadcast under DDP
         if trainer.is_global_zero:
-            folder = run_folder(trainer)
             while not folder.parent.exists():  # the outermost folder this run creates
                 folder = folder.parent
             self.folder = None if folder.exists() else folder
