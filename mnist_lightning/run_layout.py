@@ -20,6 +20,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+# where runs go unless told otherwise: the default recipe's save_dir (configs/default.yaml), the folder of
+# runs without a folder logger, what `runs` lists; a sweep's and a learning-rate search's folders under it
+LOG_ROOT = "lightning_logs"
+SWEEPS_FOLDER = "sweeps"  # <log root>/sweeps/<study>/trial_N
+LR_FIND_FOLDER = "lr_find"  # <log root>/lr_find/version_N
+
 # a run's own files
 CONFIG_FILE = "config.yaml"  # the command's whole configuration (SaveConfigCallback's config_filename)
 HPARAMS_FILE = "hparams.yaml"  # the logger's record of the hyperparameters

@@ -15,10 +15,13 @@ from helpers.commands import REPO
 
 PACKAGE = REPO / "mnist_lightning"
 LAYOUT = PACKAGE / "run_layout.py"
+# the names of folders that are also other things' names (the lr_find command, MLflow's default experiment,
+# the predict input of the test set) are left out: a string equal to one may mean the other
+NOT_ONLY_FOLDERS = {"LOG_ROOT", "SWEEPS_FOLDER", "LR_FIND_FOLDER", "TEST_SET_INPUT"}
 NAMES = {
     value
     for name, value in vars(run_layout).items()
-    if name.isupper() and isinstance(value, str) and name != "TEST_SET_INPUT"
+    if name.isupper() and isinstance(value, str) and name not in NOT_ONLY_FOLDERS
 }
 # names made from a number or a session: version_{}, trial_{}, code{}.diff, requirements{}.txt
 TEMPLATES = re.compile(r"(^|/)(version_\{\}|trial_\{\}|code\{\}\.diff|requirements\{\}\.txt)($|/)")

@@ -18,10 +18,15 @@ from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
 from mnist_lightning.errors import UserError
-from mnist_lightning.run_layout import TRACKERS_FILE, next_version_folder, run_folder_of, version_folder_name
+from mnist_lightning.run_layout import (
+    LOG_ROOT,
+    TRACKERS_FILE,
+    next_version_folder,
+    run_folder_of,
+    version_folder_name,
+)
 from mnist_lightning.training.checkpoints import is_checkpoint_file
 
-LOG_ROOT = "lightning_logs"  # the default recipe's save_dir: runs without a folder logger go there too
 FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)  # loggers whose log_dir is the run's folder
 EXTRAS = ((MLFlowLogger, "mlflow"), (WandbLogger, "wandb"))  # a tracker's package, and the extra holding it
 SERVER_TIMEOUT = 10.0  # seconds to wait for an MLflow tracking server to answer

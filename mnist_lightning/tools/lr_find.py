@@ -22,11 +22,11 @@ from mnist_lightning.cli.console import CommandParser, program_name
 from mnist_lightning.cli.lightning_cli import MNISTLightningCLI, build_cli
 from mnist_lightning.cli.quiet import quiet
 from mnist_lightning.errors import UserError
-from mnist_lightning.run_layout import next_version_folder
+from mnist_lightning.run_layout import LOG_ROOT, LR_FIND_FOLDER, next_version_folder
 from mnist_lightning.schema import class_name
 
 SKIP = 10  # the first steps, left out of the suggestion (Lightning's skip_begin)
-ROOT = Path("lightning_logs") / "lr_find"  # the searches' folders, version_N, unless --dir names one
+ROOT = Path(LOG_ROOT, LR_FIND_FOLDER)  # the searches' folders, version_N, unless --dir names one
 
 USAGE = "{program} lr_find --config CONFIG [--config ...] [--dir FOLDER] [--min_lr X] [--max_lr X]\n" \
     "       [--num_training N] [fit options, e.g. --data.batch_size 128]"  # fmt: skip
