@@ -3,6 +3,7 @@ libraries: an upgrade that moves one fails here, by name."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch import Trainer
@@ -185,6 +186,7 @@ def test_callback_hooks_that_do_nothing_are_skipped_and_the_others_called_as_bef
     assert any(name.endswith("CountsProfiledHooks.on_train_epoch_end") for name in profiled_after)
 
 
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_the_training_loops_counters_and_the_modules_trainer_are_readable(tmp_path):
     """What the progress bar, the data module and the model read of the fit loop: batches processed and
     completed this epoch, the epoch's last batch, a mid-epoch resume; and a module's Trainer, None before."""

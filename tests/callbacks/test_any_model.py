@@ -70,8 +70,8 @@ def test_the_default_recipes_callbacks_report_a_model_without_net(tmp_path, tiny
     model, data = LinearDigits(), MNISTDataModule(data_dir=str(tiny_data), batch_size=64, val_size=128)
     assert not hasattr(model, "net")
     trainer = L.Trainer(
-        default_root_dir=tmp_path, max_epochs=2, logger=TensorBoardLogger(tmp_path, name=""),
-        callbacks=default_recipe_callbacks(), enable_model_summary=False,
+        default_root_dir=tmp_path, max_epochs=2, log_every_n_steps=2, enable_model_summary=False,
+        logger=TensorBoardLogger(tmp_path, name=""), callbacks=default_recipe_callbacks(),
     )  # fmt: skip
     trainer.fit(model, data)
     run = tmp_path / "version_0"
