@@ -18,7 +18,7 @@ PACKAGE = REPO / "mnist_lightning"
 LAYERS = {
     "errors": 0, "schema": 0, "compat": 0, "legacy": 0, "run_layout": 0,
     "models": 1, "data": 1,
-    "training": 2,
+    "checkpointing": 2,
     "callbacks": 3,
     "cli": 4,
     "tools": 5,

@@ -11,12 +11,12 @@ from jsonargparse import Namespace
 
 from mnist_lightning import schema
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.checkpointing.checkpoints import best_checkpoint_of, find_resumable
 from mnist_lightning.cli.checks import option_values
 from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.cli.loggers import folder_logger
 from mnist_lightning.errors import UserError
 from mnist_lightning.run_layout import evaluation_folder, run_folder_of
-from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
 
 EVALUATIONS = ("validate", "test", "predict")
 

@@ -19,6 +19,12 @@ from mnist_lightning import compat
 from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
 from mnist_lightning.callbacks.progress import ProgressBar, tell
 from mnist_lightning.callbacks.run_folder import RunConfig, RunFolder
+from mnist_lightning.checkpointing.checkpoint_io import AtomicCheckpointIO
+from mnist_lightning.checkpointing.checkpoints import (
+    check_architecture,
+    is_checkpoint_file,
+    read_checkpoint,
+)
 from mnist_lightning.cli.checks import (
     check_accelerator,
     check_config_files,
@@ -56,12 +62,6 @@ from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.schema import describe_class, tensorboard_hparams
-from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
-from mnist_lightning.training.checkpoints import (
-    check_architecture,
-    is_checkpoint_file,
-    read_checkpoint,
-)
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
 BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")

@@ -17,6 +17,7 @@ from pathlib import Path
 from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
+from mnist_lightning.checkpointing.checkpoints import is_checkpoint_file
 from mnist_lightning.errors import UserError
 from mnist_lightning.run_layout import (
     LOG_ROOT,
@@ -25,7 +26,6 @@ from mnist_lightning.run_layout import (
     run_folder_of,
     version_folder_name,
 )
-from mnist_lightning.training.checkpoints import is_checkpoint_file
 
 FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)  # loggers whose log_dir is the run's folder
 EXTRAS = ((MLFlowLogger, "mlflow"), (WandbLogger, "wandb"))  # a tracker's package, and the extra holding it

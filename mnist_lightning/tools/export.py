@@ -23,13 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from mnist_lightning.checkpointing.checkpoints import read_checkpoint
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.cli.quiet import PT2_WRITER_WARNINGS, ignoring
 from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, raw_folder, spec_of
 from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
-from mnist_lightning.training.checkpoints import read_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on black"

@@ -19,7 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
+from mnist_lightning.checkpointing.checkpoint_io import AtomicCheckpointIO
 
 PAYLOADS = [torch.full((500_000,), float(value)) for value in range(2)]  # 2 MB each
 # the calls through which a writer puts bytes into a file or moves one into place
