@@ -67,6 +67,44 @@ def parse_without_defaults(parser: Any, args: list[str]) -> Any:
         return parser.parse_args(args, defaults=False, _skip_validation=True)
 
 
+def attached_trainer(module: Any) -> Any:
+    """The Trainer a LightningModule is attached to, or None (``_trainer``, lightning 2.6: the public
+    ``module.trainer`` raises when there is none, and a checkpoint can be saved from a detached module)."""
+    return module._trainer
+
+
+def restarted_mid_epoch(trainer: Any) -> bool:
+    """Whether this fit resumed from a checkpoint saved in the middle of an epoch (``fit_loop``, a
+    ``_FitLoop``, lightning 2.6: Lightning says so nowhere public)."""
+    return trainer.fit_loop.restarted_mid_epoch
+
+
+def training_batches_completed(trainer: Any) -> int:
+    """Training batches of the current epoch whose every hook has run (the loop's ``batch_progress``,
+    lightning 2.6: no public counter; ``trainer.global_step`` counts optimizer steps, across epochs)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.completed
+
+
+def training_batches_processed(trainer: Any) -> int:
+    """Training batches of the current epoch whose optimizer step is done, their end-of-batch hooks perhaps
+    not yet (see :func:`training_batches_completed`); what a checkpoint saved at a batch's end has trained."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def on_last_batch_of_epoch(trainer: Any) -> bool:
+    """Whether the training batch running now is the epoch's last (``batch_progress.is_last_batch``,
+    lightning 2.6)."""
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+def runs_no_subcommand(cli_class: type) -> type:
+    """A LightningCLI class that parses a subcommand's configuration and builds its objects but does not run
+    it (``_run_subcommand``, lightning 2.6, replaced by nothing): ``LightningCLI(run=False)`` would parse
+    without the subcommand, and so without its options (``--ckpt_path``) and its checks."""
+    names = {name: getattr(cli_class, name) for name in ("__module__", "__qualname__", "__doc__")}
+    return type(cli_class.__name__, (cli_class,), {**names, "_run_subcommand": lambda self, subcommand: None})
+
+
 def logging_step(trainer: Any) -> int:
     """The step Lightning logs epoch metrics at (``fit_loop.epoch_loop._batches_that_stepped``, lightning
     2.6; ``trainer.global_step`` counts optimizer steps, and an evaluation does not restore it)."""

@@ -3,6 +3,7 @@ libraries: an upgrade that moves one fails here, by name."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch import Trainer
@@ -48,7 +49,8 @@ def test_subcommand_entries_and_argument_groups_are_reachable():
     assert "ckpt_path" in groups["own"]
 
 
-def test_the_cli_keeps_a_parser_per_subcommand(tiny_data):
+def test_the_cli_keeps_a_parser_per_subcommand_and_can_build_a_fit_without_running_it(tiny_data):
+    """The sweep's probe (``compat.runs_no_subcommand``) parses and builds a fit and trains nothing."""
     from mnist_lightning.cli.lightning_cli import build_cli
     from mnist_lightning.tools.sweep.trials import ProbeCLI, bare_argv
 
@@ -57,6 +59,7 @@ def test_the_cli_keeps_a_parser_per_subcommand(tiny_data):
             ["fit", "--config", str(CONFIG), f"--data.data_dir={tiny_data}"], cli_class=ProbeCLI
         )
     assert "fit" in compat.subcommand_parsers(probe)
+    assert not hasattr(probe, "trainer"), "parsed and built: a fit that ran would have needed a Trainer"
 
 
 def test_the_hparams_summary_lands_in_the_loggers_event_file(tmp_path):
@@ -204,3 +207,66 @@ def test_a_command_leaves_lightnings_callback_hooks_as_they_were(tmp_path):
     status, stdout, stderr = run_main("fit", "--config", CONFIG, "--print_config", cwd=tmp_path)
     assert status == 0 and "trainer:" in stdout, stderr[-3000:]
     assert call._call_callback_hooks is original
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
+def test_the_training_loops_counters_and_the_modules_trainer_are_readable(tmp_path):
+    """What the progress bar, the data module and the model read of the fit loop: batches processed and
+    completed this epoch, the epoch's last batch, a mid-epoch resume; and a module's Trainer, None before."""
+    from lightning.pytorch import Callback
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    seen, starts = [], []
+
+    class Recorder(Callback):
+        def on_train_start(self, trainer, pl_module):
+            counters = (
+                compat.training_batches_processed(trainer),
+                compat.training_batches_completed(trainer),
+            )
+            starts.append((compat.restarted_mid_epoch(trainer), *counters))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            counters = (
+                compat.training_batches_processed(trainer),
+                compat.training_batches_completed(trainer),
+            )
+            seen.append((*counters, compat.on_last_batch_of_epoch(trainer)))
+            assert compat.attached_trainer(pl_module) is trainer
+            if batch_idx == 1 and not starts[-1][0]:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+
+    def fit(ckpt_path=None) -> Trainer:
+        trainer = Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=0, logger=False,
+                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                          callbacks=[Recorder()], default_root_dir=tmp_path)  # fmt: skip
+        trainer.fit(model := BoringModel(), ckpt_path=ckpt_path)
+        assert compat.attached_trainer(model) is trainer
+        return trainer
+
+    assert compat.attached_trainer(BoringModel()) is None
+    trainer = fit()
+    assert seen == [(1, 0, False), (2, 1, False), (3, 2, True)] and starts == [(False, 0, 0)]
+    assert compat.logging_step(trainer) == 3
+    seen.clear()
+    fit(tmp_path / "mid.ckpt")
+    # saved in batch 2's end hooks: 2 batches trained (processed), 1 through its hooks (completed)
+    assert starts[1] == (True, 2, 1) and seen == [(3, 2, True)], "resumed mid-epoch: one batch left"
+
+
+def test_an_evaluation_logs_at_the_step_and_epoch_it_is_given(tmp_path):
+    trainer = Trainer(logger=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    assert compat.logging_step(trainer) == 0
+    compat.set_logging_step(trainer, 120, epoch=4)
+    assert compat.logging_step(trainer) == 120 and trainer.current_epoch == 4
+
+
+def test_a_tensorboard_loggers_event_file_is_named(tmp_path):
+    from pathlib import Path
+
+    logger = TensorBoardLogger(tmp_path, name="", version="run")
+    logger.log_metrics({"x": 1.0}, step=0)
+    logger.experiment.flush()
+    event_file = Path(compat.tensorboard_event_file(logger))
+    assert event_file.is_file() and event_file.parent == tmp_path / "run"
+    assert event_file.name.startswith("events.out.tfevents.")

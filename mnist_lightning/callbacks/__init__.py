@@ -5,6 +5,7 @@ API (``Trainer(callbacks=[TestReport(), ...]).test(model, datamodule)``).
 """
 
 from mnist_lightning.callbacks.prediction_writer import PredictionWriter
+from mnist_lightning.callbacks.protocols import ReportedData, ReportedModel
 from mnist_lightning.callbacks.provenance import Provenance
 from mnist_lightning.callbacks.run_summary import RunSummary
 from mnist_lightning.callbacks.test_metrics import TestMetricsWriter
@@ -15,6 +16,8 @@ from mnist_lightning.callbacks.val_confusion import ValConfusionMatrix
 __all__ = [
     "PredictionWriter",
     "Provenance",
+    "ReportedData",
+    "ReportedModel",
     "RunSummary",
     "TestMetricsWriter",
     "TestReport",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -15,8 +14,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning.callbacks.progress import tell
-
-SIGNAL_LOG = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
+from mnist_lightning.run_layout import INTERRUPTED_CHECKPOINT, checkpoint_folder, run_folder
 
 
 class InterruptCheckpoint(Checkpoint):
@@ -43,7 +41,7 @@ class InterruptCheckpoint(Checkpoint):
 
     @property
     def ckpt_path(self) -> str:
-        return os.path.join(self.dirpath, "interrupted.ckpt")
+        return os.path.join(self.dirpath, INTERRUPTED_CHECKPOINT)
 
     @property
     def exit_status(self) -> int:
@@ -53,13 +51,6 @@ class InterruptCheckpoint(Checkpoint):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if threading.current_thread() is threading.main_thread():
             self._default_ctrl_c = signal.signal(signal.SIGINT, self._stop_after_this_step)
-            SIGNAL_LOG.addFilter(self._no_sigterm_notice)
-
-    def _no_sigterm_notice(self, record: logging.LogRecord) -> bool:
-        """Lightning logs "Received SIGTERM: 15" at once, onto the progress bar's line, also for the SIGTERM
-        that stands in for Ctrl-C: not shown; once the step ends, :meth:`on_exception` says what stopped the
-        run, and where its checkpoint is."""
-        return "Received SIGTERM" not in str(record.msg)
 
     def _stop_after_this_step(self, signum: int, frame: Any) -> None:
         self.signal = signal.SIGINT
@@ -67,7 +58,6 @@ class InterruptCheckpoint(Checkpoint):
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's SIGTERM handling stops after this step
 
     def _restore_ctrl_c(self) -> None:
-        SIGNAL_LOG.removeFilter(self._no_sigterm_notice)
         if self._default_ctrl_c is not None:
             signal.signal(signal.SIGINT, self._default_ctrl_c)
             self._default_ctrl_c = None
@@ -82,7 +72,6 @@ class InterruptCheckpoint(Checkpoint):
             self.signal = signal.SIGINT
         if threading.current_thread() is threading.main_thread():  # the process is on its way out
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        SIGNAL_LOG.removeFilter(self._no_sigterm_notice)
         reason = "Ctrl-C" if self.signal == signal.SIGINT else "SIGTERM"
         if isinstance(exception, KeyboardInterrupt):
             message = f"Stopped ({reason}) at once: nothing saved; continue with {self.resume_hint}."
@@ -116,4 +105,4 @@ def _checkpoint_folder(trainer: L.Trainer) -> str:
     callback = trainer.checkpoint_callback
     if callback is not None and getattr(callback, "dirpath", None):
         return callback.dirpath
-    return os.path.join(trainer.log_dir or trainer.default_root_dir, "checkpoints")
+    return str(checkpoint_folder(run_folder(trainer)))

@@ -3,10 +3,8 @@ run's TensorBoard."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,35 +15,18 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from mnist_lightning import compat
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.run_layout import evaluation_folder, run_folder
 
 # the folders each Trainer has been told about, so that the callbacks writing into one folder say it once
 _ANNOUNCED: WeakKeyDictionary[L.Trainer, set[Path]] = WeakKeyDictionary()
 
 
-def evaluation_folder(stage: str, ckpt_path: str | None, predict_path: str | None = None) -> Path:
-    """``<stage>/<checkpoint name>``: where in its run one evaluation of one checkpoint is kept; for
-    ``predict``, one folder further per input (:func:`input_name`)."""
-    folder = Path(stage, Path(ckpt_path).stem) if ckpt_path else Path(stage)
-    return folder / input_name(predict_path) if stage == "predict" else folder
-
-
-def input_name(predict_path: str | None) -> str:
-    """``test_set``, or for image files (``data.predict_path``) the name of the file or folder (of a glob:
-    its folder) and a short hash of its whole path: ``my_digits-3fa2c1``. Each input its own folder."""
-    if predict_path is None:
-        return "test_set"
-    path = Path(predict_path).expanduser().absolute()
-    name = path.parent.name if any(char in path.name for char in "*?[") else path.name
-    readable = re.sub(r"[^\w.-]+", "_", name).strip("_.") or "files"
-    return f"{readable}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
-
-
 def output_dir(trainer: L.Trainer) -> Path:
     """``<run folder>/<stage>/<checkpoint name>/``: the files of one evaluation of one checkpoint
     (``<run folder>/<stage>/`` for a model evaluated from Python without a checkpoint path), for ``predict``
-    ``.../<input>/`` (:func:`evaluation_folder`).
+    ``.../<input>/`` (``run_layout.evaluation_folder``).
 
-    The run folder is :func:`run_folder` (the checkpoint's own run when it lives in one, see
+    The run folder is ``run_layout.run_folder`` (the checkpoint's own run when it lives in one, see
     ``cli/ckpt_path.py``); a logger the command line pointed at the evaluation's folder
     (:func:`logs_into_evaluation_folder`) logs into the folder itself.
     Every rank must ask, since under DDP ``log_dir`` is a broadcast. The first time a run asks for a folder
@@ -63,12 +44,6 @@ def output_dir(trainer: L.Trainer) -> Path:
         if trainer.is_global_zero and earlier:
             tell(trainer, f"Replacing the earlier {stage} results in {folder}.")
     return folder
-
-
-def run_folder(trainer: L.Trainer) -> Path:
-    """The run's folder: the first logger's ``log_dir`` (the command line puts a TensorBoard or CSV logger
-    first), or ``trainer.default_root_dir`` without a logger. Every rank must ask: a broadcast under DDP."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
 
 
 def logs_into_evaluation_folder(logger: Logger | None) -> bool:

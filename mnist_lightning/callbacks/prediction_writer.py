@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from mnist_lightning.callbacks.outputs import class_names, output_dir, writes_files
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.run_layout import PREDICTIONS_FILE
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -54,7 +55,7 @@ class PredictionWriter(BasePredictionWriter):
         labels = getattr(dataset, "labels", None)  # the test set's true classes (image files have none)
         targets = labels.cpu()[indices.sort().values] if labels is not None and paths is None else None
         classes = class_names(trainer, probabilities.shape[1])
-        path = folder / "predictions.csv" if folder is not None else None
+        path = folder / PREDICTIONS_FILE if folder is not None else None
         if path is not None:
             write_predictions(path, probabilities, paths, classes, targets)
         tell(trainer, summary(path, probabilities, paths, classes, targets))

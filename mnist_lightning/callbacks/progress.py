@@ -8,6 +8,9 @@ from typing import IO, Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_only
+
+from mnist_lightning import compat
 
 BARS = ("train_progress_bar", "val_progress_bar", "test_progress_bar", "predict_progress_bar")
 
@@ -39,10 +42,10 @@ class ProgressBar(TQDMProgressBar):
 
     def on_train_start(self, trainer, pl_module):
         super().on_train_start(trainer, pl_module)
-        if trainer.fit_loop.restarted_mid_epoch:  # Lightning does not call on_train_epoch_start for it
+        if compat.restarted_mid_epoch(trainer):  # Lightning does not call on_train_epoch_start for it
             self.on_train_epoch_start(trainer)
             bar = self.train_progress_bar
-            bar.n = bar.initial = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+            bar.n = bar.initial = compat.training_batches_completed(trainer)
             if not bar.disable:
                 bar.refresh()
 
@@ -104,10 +107,16 @@ def tell_beside(progress: TQDMProgressBar, message: str, file: IO[str] | None = 
         print(message, file=file, flush=True)
 
 
-def tell(trainer: L.Trainer, message: str, file: IO[str] | None = None) -> None:
-    """How the callbacks print (rank 0 decides whether to call): never onto a progress bar's line. With the
-    project's bar an evaluation's messages follow its finished bar; with another tqdm bar they are written
-    above it; without a bar they are printed."""
+def tell(trainer: L.Trainer | None, message: str, file: IO[str] | None = None) -> None:
+    """How the project prints a message to the user (rank 0 decides whether to call), the command line
+    before a ``Trainer`` exists (``trainer`` None) and the callbacks alike: never onto a progress bar's line.
+    With the project's bar an evaluation's messages follow its finished bar; with another tqdm bar they are
+    written above it; without a bar they are printed. Without a trainer, only the first process of a
+    distributed run prints."""
+    if trainer is None:
+        if rank_zero_only.rank == 0:
+            print(message, file=file, flush=True)
+        return
     progress = trainer.progress_bar_callback
     if isinstance(progress, ProgressBar):
         progress.tell(message, file)

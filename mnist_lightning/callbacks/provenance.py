@@ -14,21 +14,13 @@ from mnist_lightning.callbacks.outputs import (
     global_seed,
     local_time,
     output_dir,
-    run_folder,
     write_json,
     writes_files,
 )
+from mnist_lightning.run_layout import PROVENANCE_FILE, run_folder, session_file_names
 
-PROVENANCE_FILE = "provenance.json"
 FORMAT = 1
 PACKAGE = Path(__file__).resolve().parents[1]  # the mnist_lightning package this process runs
-
-
-def session_file_names(index: int) -> tuple[str, str]:
-    """The diff and the package list of the ``index``-th session of a run's folder: ``code.diff`` and
-    ``requirements.txt``, then ``code.session2.diff``, ``requirements.session2.txt`` for a resumed fit."""
-    suffix = "" if index == 0 else f".session{index + 1}"
-    return f"code{suffix}.diff", f"requirements{suffix}.txt"
 
 
 class Provenance(L.Callback):

@@ -9,7 +9,6 @@ matplotlib's Agg canvas (no display needed); this module is imported only when a
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,14 +22,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-GALLERY_COLUMNS = 8
-REPORT_FILES = (
-    "classification_report.txt",
-    "report.json",
-    "confusion_matrix.csv",
-    "confusion_matrix.png",
-    "misclassified.png",
+from mnist_lightning.callbacks.outputs import write_json
+from mnist_lightning.run_layout import (
+    CLASSIFICATION_REPORT_FILE,
+    CONFUSION_CSV_FILE,
+    CONFUSION_IMAGE_FILE,
+    MISCLASSIFIED_IMAGE_FILE,
+    REPORT_NUMBERS_FILE,
 )
+
+GALLERY_COLUMNS = 8
 
 
 def classification_report(confusion_matrix: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:
@@ -179,8 +180,8 @@ def figure_pixels(figure: Figure) -> np.ndarray:
 def confusion_matrix_pixels(confusion_matrix: torch.Tensor, classes: Sequence[str], title: str) -> np.ndarray:
     """The matrix as a small labelled (H, W, 3) uint8 picture: a log-scaled heat map with each count in its
     cell (zeros light grey), the classes along both axes (columns by index, rows by index and name), a title
-    and which axis is which. Drawn with Pillow in milliseconds (the annotated matplotlib figure of the test
-    report takes ~0.3 s): the per-epoch validation image."""
+    and which axis is which. Drawn with Pillow, far quicker than the test report's annotated matplotlib
+    figure (benchmarks/NOTES.md): the per-epoch validation image."""
     from PIL import Image, ImageDraw, ImageFont
 
     counts = confusion_matrix.to(torch.long).cpu()
@@ -244,17 +245,17 @@ def draw_test_report(confusion_matrix: torch.Tensor, mistakes, classes: Sequence
 
 
 def write_test_report(folder: str | Path, report: DrawnReport) -> None:
-    """Write the five report files (see ``REPORT_FILES``) into ``folder``; ``report.json`` holds the numbers,
-    the gallery's mistakes (true, predicted, confidence) most confident first."""
+    """Write the five report files (``run_layout.REPORT_FILES``) into ``folder``; ``report.json`` holds the
+    numbers, the gallery's mistakes (true, predicted, confidence) most confident first."""
     from matplotlib.image import imsave
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "classification_report.txt").write_text(format_classification_report(report.numbers))
-    (folder / "report.json").write_text(json.dumps(report.numbers, indent=2) + "\n")
-    (folder / "confusion_matrix.csv").write_text(report.confusion_csv)
-    imsave(folder / "confusion_matrix.png", report.confusion_matrix)
-    imsave(folder / "misclassified.png", report.misclassified)
+    (folder / CLASSIFICATION_REPORT_FILE).write_text(format_classification_report(report.numbers))
+    write_json(folder / REPORT_NUMBERS_FILE, report.numbers)
+    (folder / CONFUSION_CSV_FILE).write_text(report.confusion_csv)
+    imsave(folder / CONFUSION_IMAGE_FILE, report.confusion_matrix)
+    imsave(folder / MISCLASSIFIED_IMAGE_FILE, report.misclassified)
 
 
 def log_test_report(tracker, report: DrawnReport, step: int) -> None:

@@ -22,19 +22,9 @@ from mnist_lightning.callbacks.outputs import (
     writes_files,
 )
 from mnist_lightning.callbacks.trackers import trackers_of
+from mnist_lightning.run_layout import CONFIG_FILE, run_folder
 
 HPARAMS_METRICS = ("val_acc_best", "test_acc")  # the columns the HPARAMS tab ranks runs by
-RUN_FILES = ("hparams.yaml", "summary.json")  # a folder holding one of these is a run's folder
-
-
-def run_folder_of(ckpt_path: str) -> Path | None:
-    """The run that saved ``ckpt_path``: ``<run>/checkpoints/*.ckpt`` where ``<run>`` holds the logger's
-    ``hparams.yaml`` or the ``summary.json`` of fit (a ``version_N``, a sweep's ``trial_N``, a moved run)."""
-    checkpoint = Path(ckpt_path).resolve()
-    run = checkpoint.parent.parent
-    if checkpoint.parent.name == "checkpoints" and any((run / f).is_file() for f in RUN_FILES):
-        return run
-    return None
 
 
 class RunFolder(L.Callback):
@@ -50,9 +40,8 @@ class RunFolder(L.Callback):
 
     def note_new_folder(self, trainer: L.Trainer) -> None:
         """Called before the run starts (the Trainer creates the logger's folder before any callback hook)."""
-        log_dir = trainer.loggers[0].log_dir if trainer.loggers else trainer.default_root_dir
-        if trainer.is_global_zero and log_dir:
-            folder = Path(log_dir)
+        folder = run_folder(trainer)  # every rank asks: a broadcast under DDP
+        if trainer.is_global_zero:
             while not folder.parent.exists():  # the outermost folder this run creates
                 folder = folder.parent
             self.folder = None if folder.exists() else folder
@@ -99,6 +88,9 @@ class RunFolder(L.Callback):
 class RunConfig(SaveConfigCallback):
     """``config.yaml``: a fit's in its run folder (re-runnable), an evaluation's beside its files, so
     evaluating a run's checkpoint never replaces the config that trained it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"config_filename": CONFIG_FILE, **kwargs})
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == TrainerFn.FITTING:

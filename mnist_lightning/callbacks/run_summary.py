@@ -14,8 +14,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import schema
 from mnist_lightning.callbacks.outputs import global_seed, local_time, write_json, writes_files
-
-SUMMARY_FILE = "summary.json"
+from mnist_lightning.callbacks.protocols import ReportedModel
+from mnist_lightning.run_layout import SUMMARY_FILE, run_folder
 
 
 class RunSummary(L.Callback):
@@ -62,7 +62,7 @@ class RunSummary(L.Callback):
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str = "") -> None:
         if not writes_files(trainer):
             return
-        folder = Path(trainer.log_dir or trainer.default_root_dir)  # every rank asks: a broadcast under DDP
+        folder = run_folder(trainer)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
             return
         summary = describe_run(trainer, pl_module, folder)
@@ -78,9 +78,10 @@ class RunSummary(L.Callback):
         write_json(folder / SUMMARY_FILE, summary)
 
 
-def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path) -> dict[str, Any]:
+def describe_run(trainer: L.Trainer, pl_module: ReportedModel, folder: Path) -> dict[str, Any]:
     """The run's settings and results so far, as plain JSON values; ``folder`` is the run's folder, asked
-    for by every rank beforehand (``trainer.log_dir`` is a collective under DDP: rank 0 cannot ask alone)."""
+    for by every rank beforehand (``trainer.log_dir`` is a collective under DDP: rank 0 cannot ask alone).
+    Only what ``ReportedModel`` and ``ReportedData`` declare is read of the model and the data module."""
     hparams = dict(pl_module.hparams)
     datamodule = trainer.datamodule
     data = dict(datamodule.hparams) if datamodule is not None else {}
@@ -89,13 +90,13 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule, folder: Path)
     optimizer = trainer.optimizers[0] if trainer.optimizers else None
     return {
         "dataset": data.get("dataset"),
-        "net": _class_and_args(hparams.get("net"), pl_module.net),
+        "net": _class_and_args(hparams.get("net")),
         "optimizer": type(optimizer).__name__ if optimizer is not None else None,
         "lr": optimizer.defaults.get("lr") if optimizer is not None else None,
-        "scheduler": _class_and_args(hparams.get("scheduler"), None).get("class"),
+        "scheduler": _class_and_args(hparams.get("scheduler")).get("class"),
         "batch_size": data.get("batch_size"),
         "max_epochs": trainer.max_epochs,
-        "epochs": trainer.fit_loop.epoch_progress.current.completed,
+        "epochs": trainer.current_epoch,  # epochs completed
         "global_step": trainer.global_step,
         "early_stop_epoch": early_stop_epoch(trainer),
         "seed": global_seed(),
@@ -122,14 +123,13 @@ def _monitoring_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
     return next((callback for callback in callbacks if callback.monitor), callbacks[0] if callbacks else None)
 
 
-def _class_and_args(config: Any, module: Any) -> dict[str, Any]:
-    """``{"class": "MLP", "args": {...}}`` from a class_path/init_args config, else from the object."""
+def _class_and_args(config: Any) -> dict[str, Any]:
+    """``{"class": "MLP", "args": {...}}`` from a class_path/init_args config (as the command line saves a
+    model's network and scheduler); a model built in Python that keeps no such setting: no class."""
     config = config.as_dict() if hasattr(config, "as_dict") else config
     if schema.is_class_config(config):
         args = {key: _plain(value) for key, value in schema.class_arguments(config).items()}
         return {"class": schema.class_name(config["class_path"]), "args": args}
-    if module is not None:
-        return {"class": type(module).__name__, "args": {}}
     return {"class": None, "args": {}}
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import lightning as L
 import torch
 
-from mnist_lightning.callbacks.outputs import output_dir, writes_files
+from mnist_lightning.callbacks.outputs import output_dir, write_json, writes_files
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.run_layout import METRICS_FILE
 
 
 class TestMetricsWriter(L.Callback):
@@ -24,10 +23,10 @@ class TestMetricsWriter(L.Callback):
             return
         metrics = {
             name: value.item() if isinstance(value, torch.Tensor) else value
-            for name, value in trainer.callback_metrics.items()
+            for name, value in sorted(trainer.callback_metrics.items())
             if name.startswith("test_")
         }
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "metrics.json"
-        path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        path = folder / METRICS_FILE
+        write_json(path, metrics)
         tell(trainer, f"Test metrics written to {path}")

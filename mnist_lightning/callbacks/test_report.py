@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from mnist_lightning.callbacks.outputs import class_names, log_step, output_dir, writes_files
 from mnist_lightning.callbacks.progress import tell
 from mnist_lightning.callbacks.trackers import showing_images
+from mnist_lightning.run_layout import REPORT_FILES
 
 GALLERY_SIZE = 32
 
@@ -78,7 +79,7 @@ class MostConfidentMistakes(Metric):
 
 class TestReport(L.Callback):
     """After ``test``: the classification report printed, and written with the confusion matrix and a gallery
-    of the most confident mistakes (``report.REPORT_FILES``) into the run's folder; the same pictures and
+    of the most confident mistakes (``REPORT_FILES``) into the run's folder; the same pictures and
     text go to each logger that shows pictures (TensorBoard, MLflow, W&B; ``callbacks/trackers.py``).
 
     Counted from the logits ``test_step`` returns, over all devices (rank 0 draws and writes). Rows and
@@ -133,6 +134,6 @@ class TestReport(L.Callback):
         drawn = report.draw_test_report(confusion, mistakes, classes)
         report.write_test_report(folder, drawn)
         tell(trainer, report.format_classification_report(drawn.numbers).rstrip("\n"))
-        tell(trainer, f"Test report written to {folder}: {', '.join(report.REPORT_FILES)}")
+        tell(trainer, f"Test report written to {folder}: {', '.join(REPORT_FILES)}")
         for tracker in showing_images(trainer):
             report.log_test_report(tracker, drawn, log_step(trainer))

@@ -9,17 +9,14 @@ import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
 from mnist_lightning.callbacks.outputs import (
-    evaluation_folder,
     is_event_file,
     output_dir,
-    run_folder,
     write_json,
     writes_files,
 )
-from mnist_lightning.callbacks.provenance import PROVENANCE_FILE, read_sessions
+from mnist_lightning.callbacks.provenance import read_sessions
 from mnist_lightning.callbacks.trackers import Tracker, trackers_of
-
-TRACKERS_FILE = "trackers.json"
+from mnist_lightning.run_layout import PROVENANCE_FILE, TRACKERS_FILE, evaluation_folder, run_folder
 
 
 class TrackerRuns(L.Callback):

@@ -10,15 +10,9 @@ from pathlib import Path
 import lightning as L
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import Checkpoint, LearningRateMonitor
-from lightning.pytorch.utilities import rank_zero_only
 
+from mnist_lightning.callbacks.progress import tell
 from mnist_lightning.errors import UserError, yaml_problem
-
-
-@rank_zero_only
-def say(message: str) -> None:
-    """Print once, on the first process of a distributed run."""
-    print(message, flush=True)
 
 
 def check_learning_rate(model_config: Namespace) -> None:
@@ -87,7 +81,9 @@ def check_epochs(subcommand: str, trainer_config: Namespace) -> None:
     if epochs == 0 or (epochs is not None and epochs < -1):
         raise UserError(f"trainer.max_epochs must be at least 1 (or -1: until stopped), got {epochs}.")
     if epochs == -1 and (steps is None or steps < 0) and not trainer_config.get("max_time"):
-        say("trainer.max_epochs is -1: training goes on until you stop it (Ctrl-C saves a checkpoint).")
+        tell(
+            None, "trainer.max_epochs is -1: training goes on until you stop it (Ctrl-C saves a checkpoint)."
+        )
 
 
 def check_log_dir(trainer: L.Trainer) -> None:
@@ -115,7 +111,7 @@ def drop_checkpoint_callbacks(trainer_config: Namespace) -> None:
     kept = [callback for callback in callbacks if not _is_checkpoint(callback)]
     if len(kept) < len(callbacks):
         trainer_config.callbacks = kept
-        say("trainer.enable_checkpointing=false: the config's checkpoint callbacks are left out.")
+        tell(None, "trainer.enable_checkpointing=false: the config's checkpoint callbacks are left out.")
 
 
 def drop_logger_callbacks(trainer_config: Namespace) -> None:
@@ -125,7 +121,9 @@ def drop_logger_callbacks(trainer_config: Namespace) -> None:
     kept = [callback for callback in callbacks if not _is_a(callback, LearningRateMonitor)]
     if trainer_config.get("logger") is False and len(kept) < len(callbacks):
         trainer_config.callbacks = kept
-        say("trainer.logger=false: the config's LearningRateMonitor is left out (it logs to a logger).")
+        tell(
+            None, "trainer.logger=false: the config's LearningRateMonitor is left out (it logs to a logger)."
+        )
 
 
 def _is_checkpoint(callback: Namespace) -> bool:

@@ -10,14 +10,14 @@ import yaml
 from jsonargparse import Namespace
 
 from mnist_lightning import schema
-from mnist_lightning.callbacks.outputs import evaluation_folder
-from mnist_lightning.callbacks.run_folder import run_folder_of
-from mnist_lightning.cli.checks import option_values, say
+from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.checkpointing.checkpoints import best_checkpoint_of, find_resumable
+from mnist_lightning.cli.checks import option_values
 from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.cli.loggers import folder_logger
 from mnist_lightning.data.datasets import has_raw_files
 from mnist_lightning.errors import UserError
-from mnist_lightning.training.checkpoints import best_checkpoint_of, find_resumable
+from mnist_lightning.run_layout import evaluation_folder, run_folder_of
 
 EVALUATIONS = ("validate", "test", "predict")
 
@@ -52,7 +52,7 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
         if keyword == "best":
             raise UserError("fit resumes from --ckpt_path last or from a checkpoint file, not from 'best'.")
         if newest is None:
-            say(f"No checkpoint to resume under '{log_root}': starting a new run.")
+            tell(None, f"No checkpoint to resume under '{log_root}': starting a new run.")
             config.ckpt_path = None
             return
         init_args.version = newest.parent.parent.name  # cli/resume.py says so once the resume is checked
@@ -123,9 +123,10 @@ def checkpoint_data(config: Namespace, checkpoint: dict, args: list[str]) -> dic
             folder  # only a folder that holds the data: a checkpoint never picks where to write
         )
     if {"dataset", "data_dir"} & changes.keys():
-        say(
+        tell(
+            None,
             f"The checkpoint was trained on {dataset or data.dataset} (data folder "
-            f"'{changes.get('data_dir', data.data_dir)}'): this run uses the same."
+            f"'{changes.get('data_dir', data.data_dir)}'): this run uses the same.",
         )
     return changes
 

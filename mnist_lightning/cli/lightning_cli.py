@@ -18,8 +18,15 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lightning import compat
 from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
-from mnist_lightning.callbacks.progress import ProgressBar
+from mnist_lightning.callbacks.progress import ProgressBar, tell
 from mnist_lightning.callbacks.run_folder import RunConfig, RunFolder
+from mnist_lightning.checkpointing.checkpoint_io import AtomicCheckpointIO
+from mnist_lightning.checkpointing.checkpoints import (
+    check_architecture,
+    is_checkpoint_file,
+    read_checkpoint,
+)
+from mnist_lightning.checkpointing.trusted_classes import modules_named_in
 from mnist_lightning.cli.checks import (
     check_accelerator,
     check_config_files,
@@ -28,7 +35,6 @@ from mnist_lightning.cli.checks import (
     check_log_dir,
     drop_checkpoint_callbacks,
     drop_logger_callbacks,
-    say,
 )
 from mnist_lightning.cli.ckpt_path import (
     EVALUATIONS,
@@ -65,13 +71,6 @@ from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.schema import describe_class, tensorboard_hparams
-from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
-from mnist_lightning.training.checkpoints import (
-    check_architecture,
-    is_checkpoint_file,
-    read_checkpoint,
-)
-from mnist_lightning.training.trusted_classes import modules_named_in
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
 TRUST_HINT = "name it yourself: --{where} {class_path} (or in a --config file)"
@@ -210,9 +209,10 @@ class MNISTLightningCLI(LightningCLI):
         if isinstance(net, Namespace) and net.get("class_path"):  # a checkpoint of the flat layout's classes
             net.class_path = current_class_path(net.class_path)
         if self.requested_net is not None and describe_net(net) != describe_net(self.requested_net):
-            say(
+            tell(
+                None,
                 f"The checkpoint's network, {describe_net(config.model.net)}, is used instead of the "
-                f"{describe_net(self.requested_net)} the config asked for."
+                f"{describe_net(self.requested_net)} the config asked for.",
             )
         if config.trainer.get("enable_checkpointing") is False:
             drop_checkpoint_callbacks(config.trainer)
@@ -235,7 +235,7 @@ class MNISTLightningCLI(LightningCLI):
             init_from = self.config[self.subcommand].init_from
             check_architecture(self.model, self.init_checkpoint, init_from)
             self.model.load_state_dict(self.init_checkpoint["state_dict"])
-            say(f"A new run starts from the weights of {init_from}.")
+            tell(None, f"A new run starts from the weights of {init_from}.")
             self.init_checkpoint = None
         if self.checkpoint is not None:
             check_architecture(self.model, self.checkpoint, self.config[self.subcommand].ckpt_path)

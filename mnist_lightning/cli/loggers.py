@@ -17,12 +17,16 @@ from pathlib import Path
 from jsonargparse import Namespace
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 
-from mnist_lightning.callbacks.run_folder import run_folder_of
-from mnist_lightning.callbacks.tracker_runs import TRACKERS_FILE
+from mnist_lightning.checkpointing.checkpoints import is_checkpoint_file
 from mnist_lightning.errors import UserError
-from mnist_lightning.training.checkpoints import is_checkpoint_file
+from mnist_lightning.run_layout import (
+    LOG_ROOT,
+    TRACKERS_FILE,
+    next_version_folder,
+    run_folder_of,
+    version_folder_name,
+)
 
-LOG_ROOT = "lightning_logs"  # the default recipe's save_dir: runs without a folder logger go there too
 FOLDER_LOGGERS = (TensorBoardLogger, CSVLogger)  # loggers whose log_dir is the run's folder
 EXTRAS = ((MLFlowLogger, "mlflow"), (WandbLogger, "wandb"))  # a tracker's package, and the extra holding it
 SERVER_TIMEOUT = 10.0  # seconds to wait for an MLflow tracking server to answer
@@ -74,13 +78,7 @@ def give_run_folder(trainer_config: Namespace) -> None:
     unset, a new ``lightning_logs/version_N``, so the run is listed by ``runs`` as any other."""
     if trainer_config.get("logger") not in (False, []) or trainer_config.get("default_root_dir"):
         return
-    root = Path(LOG_ROOT)
-    numbers = [
-        int(path.name.split("_", 1)[1])
-        for path in (root.iterdir() if root.is_dir() else [])
-        if path.is_dir() and path.name.startswith("version_") and path.name.split("_", 1)[1].isdigit()
-    ]
-    trainer_config.default_root_dir = str(root / f"version_{max(numbers, default=-1) + 1}")
+    trainer_config.default_root_dir = str(next_version_folder(LOG_ROOT))
 
 
 def check_trackers(trainer_config: Namespace) -> None:
@@ -158,7 +156,7 @@ def command_run_folder(trainer_config: Namespace) -> Path | None:
     version = init_args.get("version")
     if version is None:
         return None
-    first = Path(version).parts[0] if isinstance(version, str) else f"version_{version}"
+    first = Path(version).parts[0] if isinstance(version, str) else version_folder_name(version)
     return (Path(init_args.save_dir) / (init_args.get("name") or "") / first).resolve()
 
 

@@ -16,7 +16,7 @@ def _skip_nvml_probe_without_nvml() -> None:
     ``import lightning`` sets ``PYTORCH_NVML_BASED_CUDA_CHECK=1``, which makes ``torch.cuda.is_available()``
     try to load ``libnvidia-ml.so.1`` on each call, and Adam asks once per step. Where that library does not
     load, torch falls back to ``cudaGetDeviceCount`` anyway, so unsetting the variable gives the same answer
-    without a failed library search per step (what that costs: docs/performance.md).
+    without a failed library search per step (its cost: benchmarks/NOTES.md).
     """
     try:
         ctypes.CDLL("libnvidia-ml.so.1")

@@ -76,6 +76,17 @@ ADVERT = _DropRecords("💡 Tip: For seamless cloud logging", "💡 Tip: For sea
 # whole number as a batch count, as the docs say), and that a one-cycle schedule's length needed the training
 # loader (built here from tensors in memory, at no cost)
 ECHOES = _DropRecords("`Trainer(limit_", "Loading `train_dataloader` to estimate number of stepping batches")
+
+
+class _DropRecordsMentioning(_DropRecords):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(text in str(record.msg) for text in self.prefixes)
+
+
+# Lightning logs "Received SIGTERM: 15" at once, onto the progress bar's line, also for the SIGTERM that
+# stands in for Ctrl-C (callbacks/interrupt.py): once the step ends, that callback says what stopped the run
+# and where its checkpoint is
+SIGTERM_NOTICE = _DropRecordsMentioning("Received SIGTERM")
 # the learning-rate finder's checkpoint of the initial weights, its own and deleted at once: the full state
 # is meant, so the notice that weights_only defaults to False does not apply
 FINDER_CHECKPOINT = _DropRecords("`weights_only` was not set, defaulting to `False`.")
@@ -110,6 +121,7 @@ def quiet() -> Iterator[None]:
     """For one run: leave out the notices above (restored on exit)."""
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     checkpoints = logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector")
+    signals = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
     with warnings.catch_warnings():
         ignore_warnings(IRRELEVANT_WARNINGS)
         # jsonargparse's deprecations of the calls LightningCLI itself makes (add_instantiator, skip_none):
@@ -118,12 +130,14 @@ def quiet() -> Iterator[None]:
         rank_zero.addFilter(ADVERT)
         rank_zero.addFilter(ECHOES)
         checkpoints.addFilter(FINDER_CHECKPOINT)
+        signals.addFilter(SIGTERM_NOTICE)
         try:
             yield
         finally:
             rank_zero.removeFilter(ADVERT)
             rank_zero.removeFilter(ECHOES)
             checkpoints.removeFilter(FINDER_CHECKPOINT)
+            signals.removeFilter(SIGTERM_NOTICE)
 
 
 @contextlib.contextmanager

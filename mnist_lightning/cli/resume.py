@@ -20,9 +20,9 @@ from typing import Any
 import yaml
 
 from mnist_lightning import compat, schema
-from mnist_lightning.callbacks.run_folder import run_folder_of
-from mnist_lightning.cli.checks import say
+from mnist_lightning.callbacks.progress import tell
 from mnist_lightning.errors import UserError
+from mnist_lightning.run_layout import CONFIG_FILE, INTERRUPTED_CHECKPOINT, run_folder_of
 
 # trainer settings that change where, how fast or how long a run goes, or what it shows, not what it learns
 FREE_TRAINER_SETTINGS = frozenset(
@@ -34,7 +34,6 @@ FREE_TRAINER_SETTINGS = frozenset(
 )  # fmt: skip
 NOT_SETTINGS = frozenset({"config", "ckpt_path", "init_from", "weights_only"})  # options of the command
 FIXED_LENGTH_SCHEDULES = ("OneCycleLR",)  # laid out over the run's planned number of steps
-INTERRUPTED = "interrupted.ckpt"
 
 
 class RunComplete(Exception):
@@ -75,7 +74,7 @@ def announce_resume(config: Any, checkpoint: dict) -> None:
     fixed_schedule = schema.class_name((scheduler or {}).get("class_path")) in FIXED_LENGTH_SCHEDULES
     check_not_complete(ckpt_path, checkpoint, config.trainer.get("max_epochs"), run, fixed_schedule)
     where = f"; this run continues in {run}" if run is not None else ""
-    say(f"Resuming from {ckpt_path}{where}.")
+    tell(None, f"Resuming from {ckpt_path}{where}.")
 
 
 def start_from_weights(parser: Any, config: Any, checkpoint: dict, args: list[str]) -> Any:
@@ -110,7 +109,7 @@ def recorded_settings(checkpoint: dict, run_config: dict) -> dict[str, Any]:
 def read_run_config(run: Path | None) -> dict:
     """The run's ``config.yaml`` (plain YAML, read as data), {} when there is none or it does not parse."""
     try:
-        content = yaml.safe_load((run / "config.yaml").read_text()) if run is not None else {}
+        content = yaml.safe_load((run / CONFIG_FILE).read_text()) if run is not None else {}
     except (OSError, yaml.YAMLError):
         return {}
     return content if isinstance(content, dict) else {}
@@ -174,7 +173,7 @@ def check_not_complete(
     ckpt_path: str, checkpoint: dict, max_epochs: int | None, run: Path | None, fixed_schedule: bool
 ) -> None:
     """RunComplete when ``checkpoint`` ends its run: every planned epoch trained, or stopped early."""
-    if Path(ckpt_path).name == INTERRUPTED:
+    if Path(ckpt_path).name == INTERRUPTED_CHECKPOINT:
         return
     progress = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_progress", {}).get("current", {})
     trained = progress.get("processed", 0)

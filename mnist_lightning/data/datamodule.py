@@ -12,6 +12,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from mnist_lightning import compat
 from mnist_lightning.data import datasets
 from mnist_lightning.data.augment import Augmentation
 from mnist_lightning.data.datasets import DatasetName
@@ -230,7 +231,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _batches_done(self) -> int:
         """Training batches of the current epoch the trainer has finished (their optimizer step is done)."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return compat.training_batches_processed(self.trainer)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

@@ -115,7 +115,8 @@ class MNISTClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["val_acc_best"] = self.val_acc_best.max_value.item()  # -inf before the first validation
-        if self._trainer is not None and not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        trainer = compat.attached_trainer(self)
+        if trainer is not None and not compat.on_last_batch_of_epoch(trainer):
             # mid-epoch: the epoch's running sums, so a resumed epoch logs what an uninterrupted one would
             checkpoint["train_sums"] = [self.train_loss.metric_state, self.train_acc.metric_state]
 

@@ -55,8 +55,8 @@ class ConvNet(nn.Module):
     """A small CNN: per stage a 3x3 convolution, BatchNorm, ReLU and a 2x2 max-pool; dropout, a linear head.
 
     With the defaults, 28x28 -> 14x14 (32 channels) -> 7x7 (64) -> 3x3 (128) -> dropout -> linear: about 104k
-    parameters. Activations are kept channels-last, which runs these convolutions faster on a CPU (measured in
-    benchmarks/NOTES.md).
+    parameters. Activations are kept channels-last, which runs these convolutions faster on a CPU
+    (benchmarks/NOTES.md).
 
     Args:
         channels: output channels of each stage; each stage halves the image side.

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
+from mnist_lightning.checkpointing.checkpoints import read_checkpoint
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.cli.quiet import PT2_WRITER_WARNINGS, ignoring
 from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, raw_folder, spec_of
@@ -31,7 +32,6 @@ from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.tools.pt2_archive import UnsafeArchive, check_pt2_archive
-from mnist_lightning.training.checkpoints import read_checkpoint
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on black"

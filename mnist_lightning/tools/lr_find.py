@@ -22,10 +22,11 @@ from mnist_lightning.cli.console import CommandParser, program_name
 from mnist_lightning.cli.lightning_cli import MNISTLightningCLI, build_cli
 from mnist_lightning.cli.quiet import quiet
 from mnist_lightning.errors import UserError
+from mnist_lightning.run_layout import LOG_ROOT, LR_FIND_FOLDER, next_version_folder
 from mnist_lightning.schema import class_name
 
 SKIP = 10  # the first steps, left out of the suggestion (Lightning's skip_begin)
-ROOT = Path("lightning_logs") / "lr_find"  # the searches' folders, version_N, unless --dir names one
+ROOT = Path(LOG_ROOT, LR_FIND_FOLDER)  # the searches' folders, version_N, unless --dir names one
 
 USAGE = "{program} lr_find --config CONFIG [--config ...] [--dir FOLDER] [--min_lr X] [--max_lr X]\n" \
     "       [--num_training N] [fit options, e.g. --data.batch_size 128]"  # fmt: skip
@@ -89,7 +90,7 @@ class LRFindCLI(MNISTLightningCLI):
     def report(self, finder, optimizer: str) -> None:
         """The points (lr_find.csv), the plot (lr_find.png) and the suggestion."""
         if not self.options.dir:
-            self.folder = next_folder(ROOT)
+            self.folder = next_version_folder(ROOT)
         points = list(zip(finder.results["lr"], finder.results["loss"], strict=True))
         self.folder.mkdir(parents=True, exist_ok=True)
         with (self.folder / "lr_find.csv").open("w", newline="") as file:
@@ -152,11 +153,6 @@ class LRFindCLI(MNISTLightningCLI):
         ax.set_title(f"{optimizer}: loss by learning rate over {len(finder.results['lr'])} steps{suggested}")
         ax.grid(alpha=0.3, which="both")
         figure.savefig(self.folder / "lr_find.png", dpi=100)
-
-
-def next_folder(root: Path) -> Path:
-    taken = {path.name for path in root.glob("version_*")}
-    return root / next(f"version_{n}" for n in range(len(taken) + 1) if f"version_{n}" not in taken)
 
 
 def main(args: list[str]) -> None:

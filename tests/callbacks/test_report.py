@@ -21,12 +21,12 @@ from torchmetrics.functional.classification import (
 )
 
 from mnist_lightning.callbacks.report_drawing import (
-    REPORT_FILES,
     classification_report,
     confusion_matrix_csv,
     format_classification_report,
 )
 from mnist_lightning.callbacks.test_report import MostConfidentMistakes
+from mnist_lightning.run_layout import REPORT_FILES
 
 from helpers.commands import QUICK
 from helpers.idx import TINY_TEST

@@ -41,9 +41,10 @@ def test_every_command_starts_from_the_default_recipe_shipped_with_the_package(t
     assert "mnist_lightning.callbacks.TestReport" in callbacks and len(callbacks) == 10
     assert {"mnist_lightning.callbacks.Provenance", "mnist_lightning.callbacks.TrackerRuns"} <= set(callbacks)
     assert config["trainer"]["max_epochs"] == 20 and config["seed_everything"] == 42
-    assert (CONFIG.parent.parent / "mnist_lightning" / "configs" / "default.yaml").read_text() == (
-        CONFIG.read_text()
-    ), "configs/default.yaml is the packaged recipe, for users to read and to pass as --config"
+    assert CONFIG.resolve() == CONFIG.parent.parent / "mnist_lightning" / "configs" / "default.yaml", (
+        "configs/default.yaml is a link to the packaged recipe, for users to read and to pass as --config"
+    )
+    assert config["data"]["batch_size"] == 64, "the data module's default"
 
 
 def test_a_checkpoint_is_tested_without_a_config_quietly(tmp_path, tiny_data, tiny_checkpoint):

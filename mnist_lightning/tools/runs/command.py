@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.errors import UserError
+from mnist_lightning.run_layout import LOG_ROOT
 from mnist_lightning.tools.runs.reading import attach_evaluations, find_runs
 from mnist_lightning.tools.runs.render import render
 from mnist_lightning.tools.runs.table import group_rows, run_rows, sort_key
@@ -29,7 +30,7 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         "between the listed runs, epochs, best val_acc, test_acc, fit time and best checkpoint.",
     )
     parser.add_argument(
-        "log_dir", nargs="?", default="lightning_logs", help="the folder to list (default: lightning_logs)"
+        "log_dir", nargs="?", default=LOG_ROOT, help=f"the folder to list (default: {LOG_ROOT})"
     )
     parser.add_argument(
         "--sort",

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mnist_lightning.run_layout import CSV_METRICS_FILE
+
 Point = tuple[int, "int | None", float]  # step, epoch (when logged with the value), value
 
 
@@ -24,7 +26,7 @@ class Curve:
 
 def read_curves(folder: Path, metrics: Iterable[str]) -> tuple[dict[str, Curve], set[str]]:
     """The curves of ``metrics`` that the run in ``folder`` logged, and the names of all it logged."""
-    csv_file = folder / "metrics.csv"
+    csv_file = folder / CSV_METRICS_FILE
     points = _csv_points(csv_file) if csv_file.is_file() else _event_points(folder)
     curves = {metric: _curve(points[metric]) for metric in metrics if points.get(metric)}
     return curves, set(points) - {"epoch", "step"}

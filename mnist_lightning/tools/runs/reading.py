@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -19,8 +18,17 @@ from typing import Any
 import yaml
 
 from mnist_lightning import schema
+from mnist_lightning.run_layout import (
+    CONFIG_FILE,
+    HPARAMS_FILE,
+    INTERRUPTED_CHECKPOINT,
+    METRICS_FILE,
+    PROVENANCE_FILE,
+    SCORED_CHECKPOINT,
+    SUMMARY_FILE,
+    checkpoint_folder,
+)
 
-CHECKPOINT_NAME = re.compile(r"epoch=(\d+)-val_acc=([0-9.]+?)(?:-v\d+)?\.ckpt$")
 EVAL_KEYS = ("verbose", "return_predictions")  # in the config.yaml of test/validate/predict, never of fit
 
 
@@ -41,7 +49,7 @@ class Run:
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
-    try:  # libyaml's loader when PyYAML has it, several times faster (benchmarks/NOTES.md)
+    try:  # libyaml's loader when PyYAML has it: several times quicker (benchmarks/NOTES.md)
         content = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return {}
@@ -62,9 +70,9 @@ def find_runs(root: Path) -> tuple[list[Run], list[tuple[Path, dict[str, Any]]]]
     runs, evaluations = [], []
     for folder, subfolders, files in os.walk(root):
         here = Path(folder)
-        if not ({"config.yaml", "hparams.yaml", "summary.json"} & set(files)):
+        if not ({CONFIG_FILE, HPARAMS_FILE, SUMMARY_FILE} & set(files)):
             continue
-        config = read_yaml(here / "config.yaml") if "config.yaml" in files else {}
+        config = read_yaml(here / CONFIG_FILE) if CONFIG_FILE in files else {}
         if any(key in config for key in EVAL_KEYS):
             evaluations.append((here, config))
             continue
@@ -75,15 +83,15 @@ def find_runs(root: Path) -> tuple[list[Run], list[tuple[Path, dict[str, Any]]]]
 
 def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str]) -> Run:
     run = Run(folder=folder, name=str(folder.relative_to(root)) if folder != root else folder.name)
-    summary = read_json(folder / "summary.json") if "summary.json" in files else {}
+    summary = read_json(folder / SUMMARY_FILE) if SUMMARY_FILE in files else {}
     if not config:
-        config = config_from_hparams(read_yaml(folder / "hparams.yaml"))
+        config = config_from_hparams(read_yaml(folder / HPARAMS_FILE))
     run.hparams = flatten_config(config)
-    checkpoints = list((folder / "checkpoints").glob("*.ckpt"))
+    checkpoints = list(checkpoint_folder(folder).glob("*.ckpt"))
     scored = [
         (int(m.group(1)), float(m.group(2)), path)
         for path in checkpoints
-        if (m := CHECKPOINT_NAME.search(path.name))
+        if (m := SCORED_CHECKPOINT.search(path.name))
     ]
     best = max(scored, key=lambda item: (item[1], -item[0]), default=None)
     if summary:
@@ -100,22 +108,20 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
         run.best_checkpoint = summary.get("best_checkpoint")
         run.when = _timestamp(summary.get("started"))
     else:  # an older run, or one killed before training started: what its files say
-        interrupted = (folder / "checkpoints" / "interrupted.ckpt").exists()
+        interrupted = (checkpoint_folder(folder) / INTERRUPTED_CHECKPOINT).exists()
         run.status = "interrupted" if interrupted else ("no summary" if checkpoints else "no checkpoint")
         if best is not None:
             run.val_acc = best[1]
             run.epochs = f">={max(epoch for epoch, _, _ in scored) + 1}"
-    run.commit = commit_of(read_json(folder / "provenance.json"))
+    run.commit = commit_of(read_json(folder / PROVENANCE_FILE))
     if best is not None and not run.best_checkpoint:
         run.best_checkpoint = str(best[2])
     if run.when is None:
         stamps = [
-            path.stat().st_mtime
-            for path in (folder / "config.yaml", folder / "hparams.yaml")
-            if path.exists()
+            path.stat().st_mtime for path in (folder / CONFIG_FILE, folder / HPARAMS_FILE) if path.exists()
         ]
         run.when = min(stamps) if stamps else folder.stat().st_mtime
-    for metrics in folder.rglob("metrics.json"):
+    for metrics in folder.rglob(METRICS_FILE):
         add_test_metrics(run, metrics)
     return run
 
@@ -146,7 +152,7 @@ def attach_evaluations(runs: list[Run], evaluations: list[tuple[Path, dict[str, 
     checkpoint it tested (``ckpt_path`` in its config.yaml, relative to where it ran)."""
     by_folder = {run.folder.resolve(): run for run in runs}
     for folder, config in evaluations:
-        ckpt_path, metrics = config.get("ckpt_path"), folder / "metrics.json"
+        ckpt_path, metrics = config.get("ckpt_path"), folder / METRICS_FILE
         if not isinstance(ckpt_path, str) or not metrics.exists():
             continue
         run = owner_of(Path(ckpt_path), by_folder, [Path.cwd(), root, *root.resolve().parents])

@@ -22,6 +22,7 @@ from pathlib import Path
 from mnist_lightning.cli.console import CommandParser, program_name
 from mnist_lightning.cli.quiet import quiet, quiet_trials
 from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.run_layout import LOG_ROOT, SWEEPS_FOLDER
 from mnist_lightning.tools.sweep.report import report
 from mnist_lightning.tools.sweep.spec import load_sweep_file, make_pruner, make_sampler
 from mnist_lightning.tools.sweep.storage import open_storage
@@ -108,7 +109,7 @@ def run(options: argparse.Namespace, fit_args: list[str]) -> None:
         raise UserError(f"--timeout must be a positive number of seconds, got {options.timeout}.")
     spec = load_sweep_file(options.sweep)
     study_name = options.study or spec.path.stem
-    sweep_dir = Path(options.dir or Path("lightning_logs") / "sweeps" / study_name)
+    sweep_dir = Path(options.dir or Path(LOG_ROOT, SWEEPS_FOLDER, study_name))
     trials = spec.trials if options.trials is None else options.trials
 
     import optuna

@@ -19,6 +19,7 @@ from optuna_integration import PyTorchLightningPruningCallback
 from mnist_lightning import compat
 from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
 from mnist_lightning.cli.lightning_cli import build_cli
+from mnist_lightning.run_layout import trial_folder_name
 from mnist_lightning.tools.sweep.report import BEST_CKPT, EPOCHS, FIT_SECONDS, RUN_DIR, TEST_ACC, plural
 from mnist_lightning.tools.sweep.spec import SweepSpec, make_sampler
 from mnist_lightning.tools.sweep.storage import RetryTrial, claim, fail_dead_trials
@@ -36,7 +37,7 @@ class Sweep:
 
     def objective(self, trial) -> float:
         heartbeat = claim(trial, self.spec.heartbeat)
-        run_dir = self.sweep_dir / f"trial_{trial.number}"
+        run_dir = self.sweep_dir / trial_folder_name(trial.number)
         trial.set_user_attr(RUN_DIR, str(run_dir))
         values = {param.key: param.suggest(trial) for param in self.spec.params}
         options = [option for param in self.spec.params for option in param.options(values[param.key])]

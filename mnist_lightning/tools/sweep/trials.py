@@ -38,6 +38,7 @@ class TrialCLI(MNISTLightningCLI):
         pass
 
 
+@compat.runs_no_subcommand
 class ProbeCLI(MNISTLightningCLI):
     """A CLI that only parses and builds the model and data objects: the sweep's check before training."""
 
@@ -49,9 +50,6 @@ class ProbeCLI(MNISTLightningCLI):
 
     def after_instantiate_classes(self) -> None:
         self.checkpoint = None
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        pass
 
 
 def place_logger(trainer_config, run_dir: Path) -> None:

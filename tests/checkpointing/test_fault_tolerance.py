@@ -19,7 +19,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
+from mnist_lightning.checkpointing.checkpoint_io import AtomicCheckpointIO
 
 PAYLOADS = [torch.full((500_000,), float(value)) for value in range(2)]  # 2 MB each
 # the calls through which a writer puts bytes into a file or moves one into place
@@ -141,7 +141,7 @@ def test_a_full_disk_is_one_error_naming_the_file_and_the_last_whole_checkpoint(
     import errno
     import re
 
-    from mnist_lightning.training import checkpoint_io
+    from mnist_lightning.checkpointing import checkpoint_io
 
     from helpers.commands import CONFIG, QUICK
     from helpers.inprocess import run_main

@@ -14,8 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mnist_lightning.checkpointing.trusted_classes import check_checkpoint_classes
 from mnist_lightning.errors import UserError
-from mnist_lightning.training.trusted_classes import check_checkpoint_classes
 
 from helpers.commands import CONFIG, QUICK
 from helpers.inprocess import run_main
@@ -195,7 +195,7 @@ def test_any_hyperparameters_pass_or_are_refused_without_importing_an_untrusted_
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(data=st.binary(max_size=2000))
 def test_any_bytes_as_a_checkpoint_are_one_clear_error(tmp_path_factory, data):
-    from mnist_lightning.training.checkpoints import read_checkpoint
+    from mnist_lightning.checkpointing.checkpoints import read_checkpoint
 
     path = tmp_path_factory.mktemp("bytes") / "random.ckpt"
     path.write_bytes(data)

@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mnist_lightning.checkpointing.trusted_classes import check_checkpoint_classes
 from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
-from mnist_lightning.training.trusted_classes import check_checkpoint_classes
+from mnist_lightning.run_layout import CHECKPOINTS_FOLDER, RESUMABLE_NAMES
 
 CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
-RESUMABLE_NAMES = ("last.ckpt", "interrupted.ckpt")
 
 
 def is_checkpoint_file(ckpt_path: str | None) -> bool:
@@ -103,7 +103,8 @@ def check_architecture(model: nn.Module, checkpoint: dict, ckpt_path: str) -> No
 
 def find_resumable(log_root: str | Path) -> Path | None:
     """The newest ``last.ckpt`` or ``interrupted.ckpt`` of the runs in ``log_root/*/checkpoints/``."""
-    found = [path for name in RESUMABLE_NAMES for path in Path(log_root).glob(f"*/checkpoints/{name}")]
+    runs = Path(log_root)
+    found = [path for name in RESUMABLE_NAMES for path in runs.glob(f"*/{CHECKPOINTS_FOLDER}/{name}")]
     return max(found, key=lambda path: path.stat().st_mtime, default=None)
 
 
