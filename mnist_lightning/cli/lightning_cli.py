@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import signal
 import sys
 from typing import NoReturn
@@ -14,6 +15,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
 
 from mnist_lightning import compat
 from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
@@ -41,6 +43,7 @@ from mnist_lightning.cli.console import (
     OPTIONS_HINT,
     exit_with_error,
     program_name,
+    unknown_command,
 )
 from mnist_lightning.cli.loggers import (
     arrange_loggers,
@@ -49,13 +52,15 @@ from mnist_lightning.cli.loggers import (
     finish_tracker_runs,
     give_run_folder,
 )
+from mnist_lightning.cli.parse_errors import rewrite, union_problem
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
 from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, RESUME_WARNINGS, ignore_warnings, quiet
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import num_classes_of
-from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.errors import UserError
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.models.nets import MLP, ConvNet
 from mnist_lightning.schema import describe_class, tensorboard_hparams
 from mnist_lightning.training.checkpoint_io import AtomicCheckpointIO
 from mnist_lightning.training.checkpoints import (
@@ -79,7 +84,12 @@ class ConciseArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse parsing internally; it expects the exception
             super().error(message, ex)
-        exit_with_error(message + self.suggestion(message), OPTIONS_HINT)
+        if "subcommand" in message:  # none given, or not one of this parser's (Lightning's four)
+            exit_with_error(unknown_command(_given_subcommand(message)))
+        key = next(iter(re.findall(r'Parser key "([^"]+)"', message)), None)
+        actions = [action for action in compat.parser_actions(self) if action.dest == key]
+        class_paths = compat.known_class_paths(actions[0]) if actions else []
+        exit_with_error(rewrite(message, class_paths) + self.suggestion(message), OPTIONS_HINT)
 
     def suggestion(self, message: str) -> str:
         """`` (did you mean --trainer.max_epochs?)`` for a misspelt or abbreviated option, else ""."""
@@ -143,6 +153,11 @@ class MNISTLightningCLI(LightningCLI):
                 "model.net": {"class_path": "mnist_lightning.models.nets.MLP"},
             }
         )
+        # jsonargparse resolves a short class name among every imported subclass of the type, and
+        # torchvision.ops.MLP is one of nn.Module's: a Union tries the project's networks first
+        for action in compat.parser_actions(parser):
+            if action.dest == "model.net" and compat.has_type_hint(action):
+                compat.set_type_hint(action, MLP | ConvNet | nn.Module)
         # Lightning types these Union[float, int]: "1" parsed as 1.0 meant 100%, not one batch
         for action in compat.parser_actions(parser):
             if action.dest.rsplit(".", 1)[-1] in BATCH_LIMITS and compat.has_type_hint(action):
@@ -201,7 +216,7 @@ class MNISTLightningCLI(LightningCLI):
             if cause is not None:  # our own message, wrapped by jsonargparse
                 raise cause from None
             raise UserError(
-                f"invalid setting: {first_line(err)} Check the model section of the config."
+                f"invalid setting: {union_problem(str(err))} Check the model section of the config."
             ) from None
 
     def after_instantiate_classes(self) -> None:
@@ -235,6 +250,12 @@ class MNISTLightningCLI(LightningCLI):
         callback = self.trainer.checkpoint_callback
         if self.trainer.is_global_zero and callback is not None and callback.best_model_path:
             print(f"Best checkpoint: {callback.best_model_path}")
+
+
+def _given_subcommand(message: str) -> str | None:
+    """The word of an ``invalid choice: 'fitt'`` message, None when no subcommand was given."""
+    found = re.search(r"invalid choice: '([^']*)'", message)
+    return found.group(1) if found else None
 
 
 def _user_error_in(err: BaseException) -> UserError | None:
