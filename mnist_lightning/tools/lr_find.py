@@ -51,7 +51,7 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--num_training", type=int, default=100, help="training steps, one rate each (default: 100)"
     )
-    return parser.parse_known_args(args)
+    return parser.parse_own_and_fit_options(args)
 
 
 class LRFindCLI(MNISTLightningCLI):
