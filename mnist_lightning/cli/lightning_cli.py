@@ -45,6 +45,7 @@ from mnist_lightning.cli.console import (
     program_name,
     unknown_command,
 )
+from mnist_lightning.cli.evaluation_logger import log_as_the_run_did
 from mnist_lightning.cli.loggers import (
     arrange_loggers,
     check_trackers,
@@ -182,6 +183,7 @@ class MNISTLightningCLI(LightningCLI):
         resolve_checkpoint_keyword(subcommand, config)
         ckpt_path = config.get("ckpt_path")
         if subcommand in EVALUATIONS:
+            log_as_the_run_did(config, args)
             keep_evaluation_with_its_run(subcommand, config)
         give_run_folder(config.trainer)
         check_trackers(config.trainer)
