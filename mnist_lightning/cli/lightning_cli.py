@@ -85,7 +85,9 @@ class ConciseArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse parsing internally; it expects the exception
             super().error(message, ex)
-        if "subcommand" in message:  # none given, or not one of this parser's (Lightning's four)
+        if message.startswith(
+            ('expected "subcommand"', "argument subcommand:")
+        ):  # none, or not Lightning's four
             exit_with_error(unknown_command(_given_subcommand(message)))
         key = next(iter(re.findall(r'Parser key "([^"]+)"', message)), None)
         actions = [action for action in compat.parser_actions(self) if action.dest == key]

@@ -128,9 +128,8 @@ def unknown_config(given: str) -> str:
     top = [name for name in presets if "/" not in name and not name.startswith("sweeps")]
     if Path(given).is_absolute() and Path(given).is_relative_to(Path.cwd()):  # as the user typed it
         given = Path(given).relative_to(Path.cwd()).as_posix()
-    wanted = Path(given).name if Path(given).suffix else f"{Path(given).name}.yaml"
-    names = {Path(name).name: name for name in presets}
-    close = difflib.get_close_matches(wanted, list(names), n=1)
+    names = {Path(name).stem: name for name in presets if not name.startswith("sweeps/")}  # not a --config
+    close = difflib.get_close_matches(Path(given).stem, list(names), n=1)
     where = "configs/" if (Path.cwd() / "configs").resolve() == PRESETS else f"{PRESETS}/"
     text = f"--config '{given}': no such file" + (
         f" (did you mean {where}{names[close[0]]}?)" if close else ""
