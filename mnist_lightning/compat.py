@@ -38,6 +38,19 @@ def parser_actions(parser: Any) -> list[Any]:
     return parser._actions
 
 
+def known_class_paths(action: Any) -> list[str]:
+    """The class paths an option of a class type accepts, as its ``--help`` lists them ("known subclasses"):
+    jsonargparse 4.53's ``get_all_subclass_paths`` of the action's ``_typehint``; nothing public lists them.
+    Used to suggest the close names when a class name is misspelt."""
+    from jsonargparse._typehints import get_all_subclass_paths
+
+    hint = getattr(action, "_typehint", None)
+    try:
+        return get_all_subclass_paths(hint) if hint is not None else []
+    except Exception:  # a type hint with no classes in it
+        return []
+
+
 def subcommand_choices(parser: Any) -> list[Any]:
     """The entries of the subcommand list in the main ``--help`` (argparse's ``_subcommands_action`` of
     jsonargparse, its ``_choices_actions``), to give each its sentence."""

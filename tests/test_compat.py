@@ -36,6 +36,18 @@ def test_the_trainers_batch_limits_have_a_type_hint_that_can_be_replaced():
     assert parser.parse_args(["--trainer.limit_train_batches=1"]).trainer.limit_train_batches == 1
 
 
+def test_the_classes_an_option_accepts_are_listed():
+    from torch import nn
+
+    from mnist_lightning.models.nets import MLP, ConvNet
+
+    parser = LightningArgumentParser()
+    parser.add_argument("--net", type=MLP | ConvNet | nn.Module)
+    [net] = [a for a in compat.parser_actions(parser) if a.dest == "net"]
+    paths = compat.known_class_paths(net)
+    assert paths[:2] == ["mnist_lightning.MLP", "mnist_lightning.ConvNet"] and "torch.nn.Linear" in paths
+
+
 def test_subcommand_entries_and_argument_groups_are_reachable():
     parser = ArgumentParser()
     subcommands = parser.add_subcommands()

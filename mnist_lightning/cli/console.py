@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,12 @@ from typing import NoReturn
 
 from mnist_lightning.errors import UserError
 
+# the top-level options of the fit parser (its others have a dot: --trainer.max_epochs), which sweep and
+# lr_find pass on to every run they start
+FIT_OPTIONS = (
+    "--config", "--print_config", "--seed_everything", "--trainer", "--model", "--data", "--optimizer",
+    "--lr_scheduler", "--ckpt_path",
+)  # fmt: skip
 OPTIONS_HINT = "(run with --help to list the accepted options)"
 # the recipe every Lightning command starts from, shipped with the package (configs/default.yaml is a copy)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
@@ -62,6 +69,22 @@ def program_name() -> str:
     return name if name == "mnist-lightning" else "python -m mnist_lightning"
 
 
+def all_commands() -> list[str]:
+    """Every command of ``python -m mnist_lightning``, in the order ``--help`` lists them."""
+    return [*LIGHTNING_COMMANDS, *PROJECT_COMMANDS]
+
+
+def unknown_command(given: str | None) -> str:
+    """The message for no command, or one that is not a command: all of them, and the close match."""
+    commands = all_commands()
+    if given is None:
+        text = "a command is needed"
+    else:
+        close = difflib.get_close_matches(given, commands, n=1)
+        text = f"'{given}' is not a command" + (f" (did you mean {close[0]}?)" if close else "")
+    return f"{text}: one of {', '.join(commands)} ({program_name()} --help says what each does)."
+
+
 def exit_with_error(message: str, hint: str | None = None) -> NoReturn:
     """Print ``error: message`` (and a hint line) to stderr and exit with status 2."""
     sys.stderr.write(f"error: {message}\n" + (f"{hint}\n" if hint else ""))
@@ -87,3 +110,22 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         exit_with_error(message, OPTIONS_HINT)
+
+    def parse_own_and_fit_options(self, args: list[str]) -> tuple[argparse.Namespace, list[str]]:
+        """``parse_known_args`` for a command that passes the options it does not know on to ``fit``: an
+        unknown option closer to one of this command's own than to any of fit's is refused here, with that
+        suggestion (``--trails``: did you mean --trials?), rather than by fit's parser, which knows only its
+        own."""
+        from mnist_lightning import compat
+
+        options, rest = self.parse_known_args(args)
+        own = [name for action in compat.parser_actions(self) for name in action.option_strings]
+        own = [name for name in own if name.startswith("--")]
+        for arg in rest:
+            name = arg.split("=", 1)[0]
+            if not name.startswith("--") or "." in name or name in FIT_OPTIONS:
+                continue
+            close = difflib.get_close_matches(name, [*own, *FIT_OPTIONS], n=1)
+            if close and close[0] in own:
+                self.error(f"unrecognized arguments: {name} (did you mean {close[0]}?)")
+        return options, rest

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
 import signal
 import sys
-from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
 
 from mnist_lightning import compat
 from mnist_lightning.callbacks.interrupt import InterruptCheckpoint
@@ -48,7 +49,9 @@ from mnist_lightning.cli.console import (
     OPTIONS_HINT,
     exit_with_error,
     program_name,
+    unknown_command,
 )
+from mnist_lightning.cli.evaluation_logger import log_as_the_run_did
 from mnist_lightning.cli.loggers import (
     arrange_loggers,
     check_trackers,
@@ -56,6 +59,7 @@ from mnist_lightning.cli.loggers import (
     finish_tracker_runs,
     give_run_folder,
 )
+from mnist_lightning.cli.parse_errors import rewrite, union_problem
 from mnist_lightning.cli.process import exit_interrupted, prepare_process
 from mnist_lightning.cli.quiet import EVALUATION_WARNINGS, RESUME_WARNINGS, ignore_warnings, quiet
 from mnist_lightning.cli.resume import (
@@ -64,12 +68,14 @@ from mnist_lightning.cli.resume import (
     announce_resume,
     continue_run,
     start_from_weights,
+    user_args,
 )
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.datasets import num_classes_of
-from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.errors import UserError
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.models.nets import MLP, ConvNet
 from mnist_lightning.schema import describe_class, tensorboard_hparams
 
 DESCRIPTION = "Train and evaluate classifiers of MNIST, Fashion-MNIST and KMNIST with PyTorch Lightning."
@@ -88,7 +94,14 @@ class ConciseArgumentParser(LightningArgumentParser):
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # jsonargparse parsing internally; it expects the exception
             super().error(message, ex)
-        exit_with_error(message + self.suggestion(message), OPTIONS_HINT)
+        if message.startswith(
+            ('expected "subcommand"', "argument subcommand:")
+        ):  # none, or not Lightning's four
+            exit_with_error(unknown_command(_given_subcommand(message)))
+        key = next(iter(re.findall(r'Parser key "([^"]+)"', message)), None)
+        actions = [action for action in compat.parser_actions(self) if action.dest == key]
+        class_paths = compat.known_class_paths(actions[0]) if actions else []
+        exit_with_error(rewrite(message, class_paths) + self.suggestion(message), OPTIONS_HINT)
 
     def suggestion(self, message: str) -> str:
         """`` (did you mean --trainer.max_epochs?)`` for a misspelt or abbreviated option, else ""."""
@@ -155,6 +168,11 @@ class MNISTLightningCLI(LightningCLI):
                 "model.net": {"class_path": "mnist_lightning.models.nets.MLP"},
             }
         )
+        # jsonargparse resolves a short class name among every imported subclass of the type, and
+        # torchvision.ops.MLP is one of nn.Module's: a Union tries the project's networks first
+        for action in compat.parser_actions(parser):
+            if action.dest == "model.net" and compat.has_type_hint(action):
+                compat.set_type_hint(action, MLP | ConvNet | nn.Module)
         # Lightning types these Union[float, int]: "1" parsed as 1.0 meant 100%, not one batch
         for action in compat.parser_actions(parser):
             if action.dest.rsplit(".", 1)[-1] in BATCH_LIMITS and compat.has_type_hint(action):
@@ -184,6 +202,7 @@ class MNISTLightningCLI(LightningCLI):
                 "give one of them."
             )
         if subcommand in EVALUATIONS:
+            log_as_the_run_did(config, args)
             keep_evaluation_with_its_run(subcommand, config)
         give_run_folder(config.trainer)
         check_trackers(config.trainer)
@@ -227,7 +246,7 @@ class MNISTLightningCLI(LightningCLI):
             if cause is not None:  # our own message, wrapped by jsonargparse
                 raise cause from None
             raise UserError(
-                f"invalid setting: {first_line(err)} Check the model section of the config."
+                f"invalid setting: {union_problem(str(err))} Check the model section of the config."
             ) from None
 
     def after_instantiate_classes(self) -> None:
@@ -271,6 +290,12 @@ class MNISTLightningCLI(LightningCLI):
             print(f"Best checkpoint: {callback.best_model_path}")
 
 
+def _given_subcommand(message: str) -> str | None:
+    """The word of an ``invalid choice: 'fitt'`` message, None when no subcommand was given."""
+    found = re.search(r"invalid choice: '([^']*)'", message)
+    return found.group(1) if found else None
+
+
 def _user_error_in(err: BaseException) -> UserError | None:
     seen = set()
     while err is not None and id(err) not in seen:
@@ -279,29 +304,6 @@ def _user_error_in(err: BaseException) -> UserError | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
-
-
-def user_args(args: list[str]) -> list[str]:
-    """The options the user chose: ``args`` without the subcommand and without ``--config`` files that are
-    the default recipe (the one ``with_default_config`` puts first, or a copy of it the user passed), which
-    choose nothing, as ``ckpt_path.data_settings_given`` counts them too."""
-    at = 1 if args[:1] and args[0] in LIGHTNING_COMMANDS else 0
-    chosen, rest = [], list(args[at:])
-    while rest:
-        arg = rest.pop(0)
-        if arg == "--config" and rest and is_default_recipe(rest[0]):
-            rest.pop(0)
-        elif not (arg.startswith("--config=") and is_default_recipe(arg.partition("=")[2])):
-            chosen.append(arg)
-    return chosen
-
-
-def is_default_recipe(path: str) -> bool:
-    """Whether the config file ``path`` says what the default recipe says (it, or a byte copy)."""
-    try:
-        return Path(path).read_bytes() == DEFAULT_CONFIG.read_bytes()
-    except OSError:
-        return False
 
 
 def with_default_config(args: list[str]) -> list[str]:

@@ -11,7 +11,14 @@ from __future__ import annotations
 import sys
 from importlib import import_module
 
-from mnist_lightning.cli.console import LIGHTNING_COMMANDS, PROJECT_COMMANDS, program_name, user_errors_exit_2
+from mnist_lightning.cli.console import (
+    LIGHTNING_COMMANDS,
+    PROJECT_COMMANDS,
+    exit_with_error,
+    program_name,
+    unknown_command,
+    user_errors_exit_2,
+)
 from mnist_lightning.cli.process import finish_process
 
 
@@ -41,8 +48,12 @@ def main(args: list[str] | None = None) -> None:
     if argv[:1] in (["-h"], ["--help"]):
         print(usage())
         return
+    if not argv or not (
+        argv[0].startswith("-") or argv[0] in LIGHTNING_COMMANDS or argv[0] in PROJECT_COMMANDS
+    ):
+        exit_with_error(unknown_command(argv[0] if argv else None))  # before Lightning's four-command list
     try:
-        if argv and argv[0] in PROJECT_COMMANDS:
+        if argv[0] in PROJECT_COMMANDS:
             module, _ = PROJECT_COMMANDS[argv[0]]
             with user_errors_exit_2():
                 import_module(module).main(argv[1:])

@@ -21,6 +21,7 @@ import yaml
 
 from mnist_lightning import compat, schema
 from mnist_lightning.callbacks.progress import tell
+from mnist_lightning.cli.console import DEFAULT_CONFIG, LIGHTNING_COMMANDS
 from mnist_lightning.errors import UserError
 from mnist_lightning.run_layout import CONFIG_FILE, INTERRUPTED_CHECKPOINT, run_folder_of
 
@@ -213,3 +214,26 @@ def _is_plain(value: Any) -> bool:
     if isinstance(value, list):
         return all(_is_plain(item) for item in value)
     return value is None or isinstance(value, bool | int | float | str)
+
+
+def user_args(args: list[str]) -> list[str]:
+    """The options the user chose: ``args`` without the subcommand and without ``--config`` files that are
+    the default recipe (the one ``with_default_config`` puts first, or a copy of it the user passed), which
+    choose nothing, as ``ckpt_path.data_settings_given`` counts them too."""
+    at = 1 if args[:1] and args[0] in LIGHTNING_COMMANDS else 0
+    chosen, rest = [], list(args[at:])
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--config" and rest and is_default_recipe(rest[0]):
+            rest.pop(0)
+        elif not (arg.startswith("--config=") and is_default_recipe(arg.partition("=")[2])):
+            chosen.append(arg)
+    return chosen
+
+
+def is_default_recipe(path: str) -> bool:
+    """Whether the config file ``path`` says what the default recipe says (it, or a byte copy)."""
+    try:
+        return Path(path).read_bytes() == DEFAULT_CONFIG.read_bytes()
+    except OSError:
+        return False

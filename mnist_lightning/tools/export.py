@@ -5,8 +5,9 @@ values in [0, 1] (white on black, as MNIST) and returns class probabilities (N, 
 nothing from this project. The data set, its class names and the input convention are stored in the file
 (ONNX metadata properties; a ``metadata.json`` extra file in a .pt2). After writing, the file is loaded back
 with onnxruntime or ``torch.export.load`` and checked against the checkpoint on the whole test set of the
-checkpoint's data set when ``--data.data_dir`` holds it, else on a fixed set of synthetic images; the file is
-only kept when the check passes. An existing file is only replaced with ``--overwrite``.
+checkpoint's data set when ``--data.data_dir`` (by default the checkpoint's own data folder) holds it, else on
+a fixed set of synthetic images; the file is only kept when the check passes. An existing file is only
+replaced with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def load_classifier(
     The file is read once: the classifier is rebuilt from the checked hyperparameters by LightningCLI's own
     ``instantiate_module`` (what ``load_from_checkpoint`` calls, which would read the file again).
     """
-    checkpoint = read_checkpoint(ckpt_path, trusted_modules)
+    return classifier_of(read_checkpoint(ckpt_path, trusted_modules), ckpt_path)
+
+
+def classifier_of(checkpoint: dict, ckpt_path: str) -> tuple[MNISTClassifier, DatasetSpec]:
+    """The classifier of a checkpoint read (and checked) by ``read_checkpoint``, and its data set's spec."""
     spec = spec_of((checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset", "MNIST"))
     hparams = {key: value for key, value in checkpoint["hyper_parameters"].items() if key != "_instantiator"}
     try:
@@ -176,6 +181,11 @@ FORMATS = {
 def format_of(path: str | os.PathLike) -> tuple[str, str, Callable, Callable]:
     """(format name, runtime name, writer, loader) for a file name ending in ``.onnx`` or ``.pt2``."""
     suffix = Path(path).suffix.lower()
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+        raise UserError(
+            f"'{path}' is a folder; name the file to write in it, e.g. {Path(path) / 'model.onnx'} (ONNX) or "
+            f"{Path(path) / 'model.pt2'} (torch.export)."
+        )
     if suffix not in FORMATS:
         raise UserError(
             f"'{path}' ends in '{suffix}'; the model can be exported to .onnx (ONNX) or .pt2 (torch.export)."
@@ -280,8 +290,21 @@ def describe_check(check: ExportCheck, runtime: str, checked: CheckImages) -> st
     )
 
 
+def data_folder(checkpoint: dict, data_dir: str | None) -> str:
+    """``--data.data_dir`` when given, else the folder the checkpoint was trained from when it is there (as
+    ``test`` and ``predict`` reuse it), else ``data``."""
+    if data_dir is not None:
+        return data_dir
+    trained = (checkpoint.get("datamodule_hyper_parameters") or {}).get("data_dir")
+    return trained if isinstance(trained, str) and Path(trained).is_dir() else "data"
+
+
 def export(
-    ckpt_path: str, output: str, data_dir: str, overwrite: bool = False, trusted_modules: Sequence[str] = ()
+    ckpt_path: str,
+    output: str,
+    data_dir: str | None,
+    overwrite: bool = False,
+    trusted_modules: Sequence[str] = (),
 ) -> ExportCheck:
     """Write ``output`` from ``ckpt_path``, check it (:func:`check_images`) and print the result.
 
@@ -295,9 +318,10 @@ def export(
         raise UserError(
             f"'{output}' already exists; add --overwrite to replace it, or choose another --output."
         )
-    classifier, spec = load_classifier(ckpt_path, trusted_modules)
+    checkpoint = read_checkpoint(ckpt_path, trusted_modules)
+    classifier, spec = classifier_of(checkpoint, ckpt_path)
     model = ProbabilityModel(classifier.net, spec.mean, spec.std).eval()
-    checked = check_images(data_dir, spec)
+    checked = check_images(data_folder(checkpoint, data_dir), spec)
     partial = target.with_name(
         f".partial-{target.name}"
     )  # keeps the suffix, which torch.export.load requires
@@ -347,10 +371,10 @@ def main(args: list[str]) -> None:
     parser.add_argument(
         "--data.data_dir",
         dest="data_dir",
-        default="data",
         metavar="DIR",
-        help="folder holding <dataset>/raw/, as for fit and test (default: data): the file is checked on the "
-        "checkpoint's data set's test set there, else on fixed synthetic images",
+        help="folder holding <dataset>/raw/, as for fit and test (default: the checkpoint's own, as test "
+        "uses, else data): the file is checked on the checkpoint's data set's test set there, else on fixed "
+        "synthetic images",
     )
     parser.add_argument("--data_dir", dest="data_dir", help=argparse.SUPPRESS)  # the earlier name
     parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")

@@ -125,6 +125,12 @@ def test_export_without_the_data_set_checks_on_synthetic_images_and_says_so(
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
 
 
+def test_without_data_dir_the_checkpoints_own_data_folder_is_used(tmp_path, tiny_checkpoint, capsys):
+    # tiny_checkpoint was trained on tiny_data, named by an absolute --data.data_dir: as test and predict do
+    run_export("--ckpt_path", tiny_checkpoint, "--output", tmp_path / "model.onnx")
+    assert "Check passed on the 128 MNIST test images" in capsys.readouterr().out
+
+
 def test_an_existing_file_is_replaced_only_with_overwrite(tmp_path, tiny_data, tiny_checkpoint, capsys):
     output = tmp_path / "model.onnx"
     output.write_text("an earlier export")
@@ -184,8 +190,9 @@ def test_a_failed_check_is_an_error_and_leaves_no_file(
         (["--output", "model.tflite"], "the model can be exported to .onnx (ONNX) or .pt2"),
         (["--data.data_dir", "x"], "the following arguments are required: --output"),
         (["--output", "model.onnx", "--data.dir", "x"], "unrecognized arguments: --data.dir"),
+        (["--output", "half"], "'half' is a folder; name the file to write in it, e.g. half/model.onnx"),
     ],
-    ids=["half-a-test-set", "unknown-format", "no-output", "abbreviated-option"],
+    ids=["half-a-test-set", "unknown-format", "no-output", "abbreviated-option", "a-folder"],
 )
 def test_bad_arguments_are_clear_errors(tmp_path, tiny_checkpoint, args, message, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

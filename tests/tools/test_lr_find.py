@@ -4,10 +4,12 @@ the optimizer the config builds, its plot in a folder of its own and a suggestio
 from __future__ import annotations
 
 import csv
+import math
 import re
 
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from mnist_lightning.models.classifier import MNISTClassifier
 
@@ -34,6 +36,10 @@ def test_lr_find_suggests_a_rate_for_the_configured_optimizer(
 
     configured = MNISTClassifier.configure_optimizers
     monkeypatch.setattr(MNISTClassifier, "configure_optimizers", configure_optimizers)
+    figures, save = [], Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda figure, *a, **k: (figures.append(figure), save(figure, *a, **k))
+    )
     status, stdout, stderr = run_main(
         "lr_find", "--config", CONFIG, *presets, f"--data.data_dir={tiny_data}", *TINY, cwd=tmp_path
     )
@@ -50,11 +56,13 @@ def test_lr_find_suggests_a_rate_for_the_configured_optimizer(
     assert [path.name for path in (tmp_path / "lightning_logs").iterdir()] == ["lr_find"]  # no run folder
     assert [path.name for path in folder.parent.iterdir()] == ["version_0"]  # the initial weights removed
     assert (folder / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
-    points = [
-        (float(row["lr"]), float(row["loss"])) for row in csv.DictReader((folder / "lr_find.csv").open())
-    ]
+    rows = list(csv.DictReader((folder / "lr_find.csv").open()))
+    points = [(float(row["lr"]), float(row["smoothed_loss"])) for row in rows]
     rates = [lr for lr, _ in points]
     assert 10 < len(points) <= 30 and rates[0] == pytest.approx(1e-6) and rates == sorted(rates)
+    # an untrained network's loss is about ln(10) = 2.30, and the smoothed curve starts where the loss does
+    assert float(rows[0]["loss"]) == pytest.approx(math.log(10), abs=0.3)
+    assert points[0][1] == pytest.approx(float(rows[0]["loss"]))
 
     rate = re.search(r"Suggested learning rate: (\S+) ", stdout).group(1)
     assert any(f"{lr:.2g}" == rate for lr in rates[10:])
@@ -65,6 +73,10 @@ def test_lr_find_suggests_a_rate_for_the_configured_optimizer(
     else:
         options = f"--model.optimizer.init_args.lr {rate}"
     assert f"Train with it: {options}\n" in stdout
+    [figure] = figures  # the plot marks the rate the printed options train with
+    [marked] = [line for line in figure.axes[0].get_lines() if line.get_label().startswith("train with")]
+    trained_with = re.search(r"init_args.lr (\S+)", options).group(1)
+    assert f"{marked.get_xdata()[0]:.2g}" == trained_with and trained_with in marked.get_label()
 
     status, stdout, _ = run_main("runs", "lightning_logs", cwd=tmp_path)
     assert status == 0 and stdout == ""  # the search is not a run

@@ -4,6 +4,7 @@ writes, drawn one line per run or per configuration; what is drawn is what was w
 from __future__ import annotations
 
 import csv
+import json
 import statistics
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def write_run(folder: Path, name: str, csv_logger: bool = False) -> None:
         "data": {"batch_size": 64, "seed": seed},
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
+    git = {"commit": "3fa2c1d" + "0" * 33, "dirty": False}  # the same code for every run
+    (run / "provenance.json").write_text(json.dumps({"sessions": [{"git": git}]}))
     ends = [(epoch + 1) * STEPS_PER_EPOCH - 1 for epoch in range(3)]
     if csv_logger:  # as Lightning's CSVLogger writes it: one row per log call, blanks for the other metrics
         with (run / "metrics.csv").open("w", newline="") as file:
@@ -90,15 +93,21 @@ def test_one_line_per_run_with_the_values_written(logs, tmp_path, drawn):
     [figure] = drawn
     accuracy, rate = figure.axes[:2]
     labels = [line.get_label() for line in accuracy.get_lines()]
-    assert labels == [  # the settings that differ, as the table shows them
+    assert labels == [  # the settings that differ between the lines; not the commit, the same for all
         f"{name} optimizer.lr={lr:g} data.seed={seed} seed={seed}" for name, (lr, seed) in SETTINGS.items()
     ]
-    for line, name in zip(accuracy.get_lines(), SETTINGS, strict=True):
-        assert list(line.get_xdata()) == [1, 2, 3] and list(line.get_ydata()) == VAL_ACC[name]
+    for line, name in zip(accuracy.get_lines(), SETTINGS, strict=True):  # epochs from 0, as Lightning's
+        assert list(line.get_xdata()) == [0, 1, 2] and list(line.get_ydata()) == VAL_ACC[name]
     for line, name in zip(rate.get_lines(), SETTINGS, strict=True):
         assert list(zip(line.get_xdata(), line.get_ydata(), strict=True)) == LR[name]
     assert (accuracy.get_xlabel(), rate.get_xlabel()) == ("epoch", "step")
     assert [text.get_text() for text in figure.legends[0].get_texts()] == labels
+    # the legend under the plots, not beside them: the curves keep the picture's width
+    canvas = figure.canvas
+    canvas.draw()
+    legend = figure.legends[0].get_window_extent()
+    assert legend.y1 <= min(ax.get_window_extent().y0 for ax in figure.axes) + 1
+    assert figure.axes[0].get_window_extent().width >= 0.8 * figure.bbox.width
 
 
 def test_group_draws_each_configuration_with_its_mean_and_band(logs, tmp_path, drawn):
@@ -106,7 +115,7 @@ def test_group_draws_each_configuration_with_its_mean_and_band(logs, tmp_path, d
         "runs", logs, "--plot", "val_acc", "--group", "--sort", "lr", cwd=tmp_path
     )
     assert status == 0, stderr
-    assert (tmp_path / "runs_val_acc.png").is_file()
+    assert (logs / "runs_val_acc.png").is_file() and not (tmp_path / "runs_val_acc.png").exists()
     assert "of 2 configuration(s) of 4 runs" in stdout
     [figure] = drawn
     axes = figure.axes[0]

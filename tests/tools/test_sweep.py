@@ -277,9 +277,12 @@ def test_a_failed_trial_is_queued_again_retry_failed_times_without_its_process_m
         ({"sampler": {"name": "TPESamplr"}}, None, "unknown sampler 'TPESamplr'; Optuna's samplers are:"),
         ({"heartbeat": 0.5}, None, "heartbeat must be a whole number >= 1"),
         ({}, "--storage=sqlite:////nonexistent/folder/study.db", "cannot open the study storage 'sqlite:////nonexistent"),
+        ({}, "--trials=0", "--trials must be 1 or more"),
+        ({}, "--trails=2", "--trails (did you mean --trials?)"),
     ],
     ids=[
         "unknown-option", "low-above-high", "unknown-sampler", "fractional-heartbeat", "unreachable-storage",
+        "no-trials", "misspelt-sweep-option",
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_error_before_anything_runs(tmp_path, tiny_data, change, option, message):

@@ -110,3 +110,29 @@ def test_the_slice_plot_names_each_parameter_and_its_choices(drawn):
 def test_no_label_is_drawn_over_another(drawn, name):
     pairs = itertools.combinations(drawn[name].boxes, 2)
     assert [(first, second) for (first, a), (second, b) in pairs if a.overlaps(b)] == []
+
+
+def contrast(first, second) -> float:
+    """WCAG's contrast ratio of two RGB(A) colours (1: the same; 3: the least for a graphic to be seen)."""
+
+    def luminance(color) -> float:
+        channels = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in color[:3]]
+        return 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+@pytest.mark.parametrize("name", ["parallel_coordinate.png", "slice.png"])
+def test_every_trial_stands_out_from_the_background_the_worst_too(drawn, name):
+    figure = drawn[name]
+    checked = 0
+    for ax in figure.axes:
+        for collection in ax.collections:
+            if collection.get_array() is None:  # not coloured by the objective
+                continue
+            colors = np.asarray(collection.cmap(collection.norm(collection.get_array()))).reshape(-1, 4)
+            checked += len(colors)
+            worst = min(contrast(color, ax.get_facecolor()) for color in colors)
+            assert worst >= 1.6, f"{name}: a trial drawn with contrast {worst:.2f} to its background"
+    assert checked >= 11  # the completed trials

@@ -56,7 +56,9 @@ def parse_args(args: list[str]) -> argparse.Namespace:
         "epoch, one line per row of the table, from the runs' TensorBoard event files or metrics.csv; again "
         "for another panel",
     )  # fmt: skip
-    parser.add_argument("--output", help="the --plot image (default: runs_METRIC.png)")
+    parser.add_argument(
+        "--output", help="the --plot image (default: LOG_DIR/runs_METRIC.png, beside the runs, git-ignored)"
+    )
     return parser.parse_args(joined_sort_value(args))
 
 
@@ -109,7 +111,7 @@ def main(args: list[str]) -> None:
     if options.plot:
         from mnist_lightning.tools.runs.plot import default_output, plot_rows  # matplotlib, tensorboard
 
-        output = Path(options.output) if options.output else default_output(options.plot)
+        output = Path(options.output) if options.output else root / default_output(options.plot)
         print(plot_rows(rows, columns, runs, options.plot, output))
         return
     width = None if options.wide else shutil.get_terminal_size(fallback=(0, 0)).columns  # 0: not a terminal

@@ -16,8 +16,9 @@ Point = tuple[int, "int | None", float]  # step, epoch (when logged with the val
 
 @dataclass
 class Curve:
-    """A metric's values by epoch (1 = after the first epoch) or, for one logged several times an epoch (the
-    learning rate), by step; a value logged again at the same epoch or step (a resumed run) replaces it."""
+    """A metric's values by epoch (0 = the first, as Lightning and the checkpoint names count) or, for one
+    logged several times an epoch (the learning rate), by step; a value logged again at the same epoch or
+    step (a resumed run) replaces it."""
 
     x: list[int]
     y: list[float]
@@ -38,7 +39,7 @@ def _curve(points: list[Point]) -> Curve:
     per_epoch = None not in epochs and len(epochs) == len({(step, epoch) for step, epoch, _ in points})
     values: dict[int, float] = {}
     for step, epoch, value in points:  # in the order logged: the last value at an x wins
-        values[epoch + 1 if per_epoch else step] = value
+        values[epoch if per_epoch else step] = value
     xs = sorted(values)
     return Curve(xs, [values[x] for x in xs], "epoch" if per_epoch else "step")
 

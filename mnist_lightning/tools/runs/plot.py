@@ -76,8 +76,13 @@ def plot_rows(
 def _labels(
     rows: list[dict[str, Any]], columns: list[str], members: list[list[Run]], grouped: bool
 ) -> list[str]:
-    # the settings that differ between the lines (a single row has the table's key columns: left out)
-    settings = [column for column in columns if column not in NOT_SETTINGS] if len(rows) > 1 else []
+    # the settings that differ between the lines drawn (the table's columns may hold one equal for all of
+    # them: the commit, a scheduler none of them has); a single line is named by its run alone
+    settings = [
+        column
+        for column in columns
+        if column not in NOT_SETTINGS and len({format_value(column, row.get(column)) for row in rows}) > 1
+    ]
     names = [row["run"] for row in rows]
     folder = os.path.commonpath(names) if len(names) > 1 else ""
     labels = []
@@ -95,8 +100,10 @@ def _draw(
     metrics: list[str], labels: list[str], lines: list[list[dict[str, Curve]]], grouped: bool
 ) -> Figure:
     legend = len(lines) <= MAX_LEGEND
-    width = 7 + (0.06 * max(map(len, labels)) + 0.5 if legend else 0)  # inches: the plot, then the legend
-    figure = Figure(figsize=(width, 1 + 3.2 * len(metrics)), layout="constrained")
+    # the legend under the panels, in as many columns as fit 9 inches: the curves keep the picture's width
+    columns = max(1, min(len(labels), int(9 / (0.055 * max(map(len, labels)) + 0.4))))
+    rows = -(-len(labels) // columns) if legend else 0
+    figure = Figure(figsize=(9, 0.6 + 3.2 * len(metrics) + 0.17 * rows), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(len(metrics), 1, squeeze=False)[:, 0]
     colors = _colors(len(lines))
@@ -133,7 +140,7 @@ def _draw(
             ax.yaxis.set_minor_formatter(NullFormatter())
     if legend:
         handles, names = axes[0].get_legend_handles_labels()
-        figure.legend(handles, names, loc="outside right upper", fontsize=8, frameon=False)
+        figure.legend(handles, names, loc="outside lower center", ncols=columns, fontsize=7, frameon=False)
     else:
         figure.suptitle(f"{len(lines)} lines: no legend (narrow them with --filter or --group)", fontsize=9)
     return figure

@@ -85,7 +85,7 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument(
         "--verbose", action="store_true", help="Optuna's and Lightning's logs and progress bars"
     )
-    return parser.parse_known_args(args)
+    return parser.parse_own_and_fit_options(args)
 
 
 def main(args: list[str]) -> None:
@@ -103,8 +103,11 @@ def main(args: list[str]) -> None:
 
 
 def run(options: argparse.Namespace, fit_args: list[str]) -> None:
-    if options.trials is not None and options.trials < 0:
-        raise UserError(f"--trials must be 0 or more, got {options.trials}.")
+    if options.trials is not None and options.trials < 1 and not options.report:
+        raise UserError(
+            f"--trials must be 1 or more, got {options.trials} (--report shows the study without running "
+            "trials)."
+        )
     if options.timeout is not None and options.timeout <= 0:
         raise UserError(f"--timeout must be a positive number of seconds, got {options.timeout}.")
     spec = load_sweep_file(options.sweep)

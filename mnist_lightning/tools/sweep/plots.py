@@ -68,6 +68,23 @@ def plain_log_ticks(axis, most: int) -> None:
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
 
 
+def visible_trial_colors(figure) -> None:
+    """Colour the trials by objective from mid blue (the worst) to dark blue (the best). Optuna's ``Blues``
+    starts at white, which drew the worst trial white on the slice plot's grey (ggplot) background and on
+    the parallel-coordinate plot's white one; its colour bars follow the new map."""
+    from matplotlib import colormaps
+    from matplotlib.colors import ListedColormap
+
+    blues = colormaps["Blues"]
+    trial_colors = ListedColormap(blues([0.5 + 0.5 * step / 255 for step in range(256)]), name="trial_blues")
+    for ax in figure.axes:
+        for collection in ax.collections:
+            if collection.get_array() is not None and collection.cmap.name.startswith("Blues"):
+                collection.set_cmap(
+                    trial_colors if collection.cmap.name == "Blues" else trial_colors.reversed()
+                )
+
+
 def tidy_parallel_coordinate(ax, names: list[str]) -> None:
     """Room for each axis: 1.6 inches apart, its name whole (on two lines at a dot) and level, one grid (the
     objective's), and plain log ticks."""

@@ -100,6 +100,7 @@ def write_plots(study, sweep_dir: Path) -> list[str]:
         short_names,
         tidy_parallel_coordinate,
         tidy_slice,
+        visible_trial_colors,
     )
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -126,6 +127,7 @@ def write_plots(study, sweep_dir: Path) -> list[str]:
             elif name == "slice.png":
                 tidy_slice(axes, plotted)
             figure = axes.flat[0].figure if hasattr(axes, "flat") else axes.figure
+            visible_trial_colors(figure)
             figure.savefig(sweep_dir / name, dpi=100, bbox_inches="tight")
             plt.close(figure)
             written.append(name)
