@@ -50,6 +50,7 @@ def run_with(preparer: ImagePreparer, scenario) -> None:
 def test_work_past_the_budget_is_refused_and_killed_while_other_requests_are_answered():
     async def scenario(preparer: ImagePreparer) -> None:
         decoders = {decoder.process.pid for decoder in preparer.idle}
+        started = time.monotonic()
         stuck = asyncio.ensure_future(preparer.prepare("stuck"))
         await until(lambda: len(preparer.idle) == 1)  # the stuck request holds one decoder
         (free,) = {decoder.process.pid for decoder in preparer.idle}
@@ -59,6 +60,7 @@ def test_work_past_the_budget_is_refused_and_killed_while_other_requests_are_ans
         assert not stuck.done()
         with pytest.raises(Refused) as refused:
             await stuck
+        assert time.monotonic() - started < 10  # at its 1 s budget (and a margin), not when it is done
         assert refused.value.status == 400
         assert "took longer than the 1 s allowed to decode and prepare it" in refused.value.detail
         await until(lambda: len(preparer.idle) == 2)  # replaced by a new one
