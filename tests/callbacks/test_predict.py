@@ -134,7 +134,7 @@ def test_predict_a_folder_of_image_files_like_the_model_on_the_tensors(tmp_path,
     plain = [row for row in rows if "plain" in row["path"]]
     written = torch.tensor([[float(row[name]) for name in PROBABILITIES] for row in plain])
     torch.testing.assert_close(written, probabilities[confident[::3]], atol=0.02, rtol=0)
-    assert "05_broken.png: not a readable image (cannot identify image file)" in stderr
+    assert "05_broken.png: not a readable PNG image (its header is broken)" in stderr
     assert "Predicted 12 image files" in stdout
 
 

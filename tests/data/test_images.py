@@ -75,10 +75,10 @@ def test_unreadable_and_blank_files_are_skipped_with_a_reason(tmp_path, mnist_di
     digits, kept, skipped = load_digits(find_images(str(tmp_path))[0])
     assert [path.name for path in kept] == ["a.png", "d.jpg"] and digits.shape == (2, 28, 28)
     assert [(path.name, reason) for path, reason in skipped] == [
-        ("b.png", "not a readable image (cannot identify image file)"),
+        ("b.png", "not a readable PNG image (its header is broken)"),
         ("c.png", "no digit found: nothing brighter than the background"),
     ]
-    with pytest.raises(UnreadableImage, match="not a readable image"):
+    with pytest.raises(UnreadableImage, match="not a readable PNG image"):
         read_image(tmp_path / "b.png")
 
 

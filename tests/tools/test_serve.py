@@ -30,6 +30,7 @@ from mnist_lightning.tools.serve.inference import (
 )
 from mnist_lightning.tools.serve.server import listening_socket
 
+from helpers import bombs
 from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
 
 TOLERANCE = 1e-5
@@ -83,6 +84,18 @@ BAD_REQUESTS = {
         "not an image",
     ),
     "blank image": (json.dumps({"image": blank_png()}).encode(), 400, "no digit found"),
+    "a 1 x 24,000,000 PNG of 47 KB": (
+        json.dumps({"image": base64.b64encode(bombs.blank_png(1, 24_000_000)).decode()}).encode(),
+        400,
+        "image: is 1x24000000 pixels, over the limits of 8192 pixels a side and 16,777,216 in all",
+    ),
+    "an ICO carrying a 13000x13000 PNG": (
+        json.dumps(
+            {"image": base64.b64encode(bombs.ico_with_png(bombs.blank_png(13000, 13000))).decode()}
+        ).encode(),
+        400,
+        "image: ICO images are not accepted; send PNG, JPEG, GIF, BMP, WebP or TIFF",
+    ),
     "body too large": (json.dumps({"image": "A" * 5_000_000}).encode(), 413, "over the 4 MB limit"),
 }
 

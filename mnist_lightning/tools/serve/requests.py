@@ -6,43 +6,32 @@ and the 4xx answers that say what was wrong with a bad one.
 # No ``from __future__ import annotations``: FastAPI resolves DigitRequest's field types at run time.
 import base64
 import binascii
-import io
 from typing import Annotated, Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from PIL import Image, ImageOps
+from PIL import Image
 from pydantic import BaseModel, WithJsonSchema
 
 from mnist_lightning.data.images import UnreadableImage, prepare_digit
-
-MAX_PIXELS = 25_000_000  # larger pictures are refused before they are decoded (memory and time)
+from mnist_lightning.data.untrusted_images import open_image
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """Decode an image from untrusted bytes; ValueError saying why when that fails."""
+    """Decode an image from untrusted bytes within the limits of ``open_image`` (accepted formats, size
+    checked before decoding); ValueError saying why in one sentence when it is refused or does not decode."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise ValueError(
-                    f"is {image.width}x{image.height} pixels, more than the {MAX_PIXELS:,} accepted"
-                )
-            image.load()
-            return ImageOps.exif_transpose(image)
-    except ValueError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise ValueError("is not an image: its bytes are in no image format PIL knows") from None
-    except Exception as err:  # PIL raises many types on malformed bytes; all mean "not an image" here
-        raise ValueError(f"is not a readable image ({type(err).__name__}: {err})") from None
+        return open_image(data)
+    except UnreadableImage as err:
+        raise ValueError(str(err)) from None
 
 
 def prepared_digit(value: Any) -> bytes:
     """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
 
-    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image, or the image
-    shows no digit.
+    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image or one refused
+    (its format or size, see ``open_image``), or the image shows no digit.
     """
     if not isinstance(value, str):
         raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
@@ -73,7 +62,7 @@ class DigitRequest(BaseModel):
     a decoder process (``preparing.py``), not while FastAPI validates the body: that runs in the HTTP
     process's event loop, where one costly image would stall every request.
 
-    Each request is prepared by itself, in the HTTP process, so a bad image is answered alone with a 400.
+    Each request is prepared by itself, before it is queued, so a bad image is answered alone with a 400.
     Raising ``HTTPException`` in ``LitAPI.decode_request`` instead would answer every request of the batch it
     arrived in with that error: LitServe's batched loop decodes a whole batch in one ``try``.
     """
@@ -93,7 +82,9 @@ def validation_error_response(request: Request, error: RequestValidationError) -
             )
         else:
             message = problem.get("msg", "invalid").removeprefix("Value error, ")
-            problems.append(f"{where}: {message[0].lower()}{message[1:]}" if message else where)
+            if message[1:2].islower():  # "Field required", not "ICO images ..."
+                message = message[0].lower() + message[1:]
+            problems.append(f"{where}: {message}" if message else where)
     return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
 
 
