@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 from process_stats import rss_mb  # benchmarks/process_stats.py, beside this script
-from serve import NETWORKS, Server, test_pictures, train_checkpoint
+from serve import ATTACK_SECTION, NETWORKS, Server, test_pictures, train_checkpoint
 
 from mnist_lightning.callbacks.fingerprints import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
-SECTION = "## Under attack"  # the heading of this script's section of SERVE.md
+SECTION = ATTACK_SECTION  # the heading of this script's section of SERVE.md
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -240,6 +240,7 @@ def describe(number: int, row: dict) -> str:
 
 
 def markdown(rows: list[dict], options, label: str) -> str:
+    """A ``### label`` part of the section: how it was run, and a row per round."""
     intro = (
         f"`python benchmarks/serve_attack.py{' ' + label if label else ''}`, "
         f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu_model()}, {os.cpu_count()} cores (shared with other "
@@ -249,7 +250,7 @@ def markdown(rows: list[dict], options, label: str) -> str:
         f"the server's processes, before the attack, at its end, and {options.settle:g} s later.\n"
     )
     lines = [
-        f"{SECTION}\n",
+        f"### {label or 'serve'}\n",
         intro,
         "| round | seconds | ordinary requests | p50 (ms) | p90 (ms) | p99 (ms) | max (ms) | wrong | failed "
         "| bombs | bomb answers | RSS before (MB) | at the end | after the pause | load before, after |",
@@ -271,11 +272,17 @@ def markdown(rows: list[dict], options, label: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, text: str) -> None:
-    """Replace this script's section of ``path`` (or add it at the end); ``serve.py`` keeps it."""
+def write_section(path: Path, part: str) -> None:
+    """Put ``part`` in this script's section of ``path`` (added at the end), in place of the part with the
+    same ``###`` heading or after the others; ``serve.py`` keeps the section when it rewrites the file."""
     existing = path.read_text() if path.exists() else "# Serving benchmark\n"
-    kept = existing.split(SECTION)[0].rstrip("\n")
-    path.write_text(f"{kept}\n\n{text}")
+    before, _, section = existing.partition(SECTION)
+    heading = part.partition("\n")[0]
+    parts = [f"### {text}".rstrip("\n") for text in section.split("\n### ")[1:]]
+    parts = [text if text.partition("\n")[0] != heading else part.rstrip("\n") for text in parts]
+    if heading not in (text.partition("\n")[0] for text in parts):
+        parts.append(part.rstrip("\n"))
+    path.write_text(f"{before.rstrip()}\n\n{SECTION}\n\n" + "\n\n".join(parts) + "\n")
 
 
 def main() -> None:
@@ -290,7 +297,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--busy_load", type=float, default=1.5, help="a round starting above it is flagged")
     parser.add_argument("--serve_args", default="", help="options added to the 'serve' command")
-    parser.add_argument("--label", default="", help="what this run measured, for SERVE.md")
+    parser.add_argument("--label", default="", help="what this run measured: its heading in SERVE.md")
     parser.add_argument("--cpus", default=f"0-{os.cpu_count() - 1}", help="cores of the server (taskset)")
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "SERVE.md"))
     options = parser.parse_args()

@@ -52,9 +52,10 @@ def test_a_request_from_another_sites_page_is_refused_and_one_from_the_servers_o
         "cross-origin request refused: this server answers the pages it serves"
     )
     assert "http://evil.example" in answer["detail"]
-    for origin in (server.url, f"http://127.0.0.1:{server.port + 1}", "null"):  # another port: another site
+    same = (server.url, f"https://127.0.0.1:{server.port}")  # https: a page behind a proxy that ends TLS
+    for origin in (*same, f"http://127.0.0.1:{server.port + 1}", "http://localhost", "null"):
         status, answer = post(f"{server.url}/predict", body, content_type, headers={"Origin": origin})
-        assert (status, answer.get("prediction")) == ((200, digit) if origin == server.url else (403, None))
+        assert (status, answer.get("prediction")) == ((200, digit) if origin in same else (403, None))
     status, answer = post(f"{server.url}/predict", body, content_type)  # curl, scripts: no Origin
     assert (status, answer["prediction"]) == (200, digit)
 
@@ -66,7 +67,7 @@ def test_docs_are_off_by_default(server):
 
 def test_docs_are_served_when_asked_for(guarded):
     status, page = get(f"{guarded.url}/docs")
-    assert status == 200 and b"swagger-ui" in page
+    assert status == 200 and b"swagger-ui" in page and b"https://cdn.jsdelivr.net/" in page
     status, schema = get(f"{guarded.url}/openapi.json")
     assert status == 200 and "/predict" in json.loads(schema)["paths"]
 
@@ -129,6 +130,15 @@ def test_a_client_that_sends_its_headers_too_slowly_is_cut_off(guarded):
         assert READ_TIMEOUT - 0.5 < time.monotonic() - started < READ_TIMEOUT + 20
     with connect(guarded.port) as client:  # connected, nothing sent
         assert client.recv(4096) == b""
+
+
+def test_an_idle_keep_alive_connection_is_closed(guarded):
+    with connect(guarded.port) as client:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-API-Key: " + KEY.encode() + b"\r\n\r\n")
+        assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+        started = time.monotonic()
+        assert client.recv(4096) == b""  # closed by the server
+        assert 4 < time.monotonic() - started < 25
 
 
 def test_any_name_or_address_of_this_machine_can_be_listened_on():

@@ -109,6 +109,7 @@ def test_a_bad_image_is_a_400_and_a_decoder_that_grew_is_replaced():
             await preparer.prepare("bad")
         assert (refused.value.status, refused.value.detail) == (400, "image: is not what this test sends")
         first = pid_of(await preparer.prepare("quick"))
+        assert os.getpriority(os.PRIO_PROCESS, first) == os.getpriority(os.PRIO_PROCESS, 0) + 10  # nice 10
         assert pid_of(await preparer.prepare("hoard")) == first  # answered, then replaced: 300 MB more
         await until(lambda: len(preparer.idle) == 1)
         assert pid_of(await preparer.prepare("quick")) != first
