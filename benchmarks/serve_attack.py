@@ -241,8 +241,11 @@ def describe(number: int, row: dict) -> str:
 
 def markdown(rows: list[dict], options, label: str) -> str:
     """A ``### label`` part of the section: how it was run, and a row per round."""
+    command = f"python benchmarks/serve_attack.py --bombs {options.bombs} --rounds {options.rounds}"
+    if options.serve_args:
+        command += f" --serve_args='{options.serve_args}'"
     intro = (
-        f"`python benchmarks/serve_attack.py{' ' + label if label else ''}`, "
+        f"`{command}`, "
         f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu_model()}, {os.cpu_count()} cores (shared with other "
         f"work; load averages below): the server pinned to cores {options.cpus}; two attackers each sending "
         f"{options.bombs} tall PNG + ICO bomb pairs back to back while a third connection sends real MNIST "
