@@ -58,6 +58,10 @@ def test_a_request_from_another_sites_page_is_refused_and_one_from_the_servers_o
         assert (status, answer.get("prediction")) == ((200, digit) if origin in same else (403, None))
     status, answer = post(f"{server.url}/predict", body, content_type)  # curl, scripts: no Origin
     assert (status, answer["prediction"]) == (200, digit)
+    assert get(f"{server.url}/info", headers={"Origin": "http://evil.example"})[0] == 403  # any method
+    # a page that reaches the server under its own name (DNS rebinding) is its own origin: why a key matters
+    rebound = {"Origin": f"http://rebound.example:{server.port}", "Host": f"rebound.example:{server.port}"}
+    assert post(f"{server.url}/predict", body, content_type, headers=rebound)[0] == 200
 
 
 def test_docs_are_off_by_default(server):
