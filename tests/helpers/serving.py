@@ -163,7 +163,7 @@ class ServerProcess:
             except OSError:  # not listening yet
                 pass
             time.sleep(0.2)
-        self.process.kill()
+        os.killpg(self.process.pid, signal.SIGKILL)  # its HTTP processes and workers too
         raise AssertionError(f"serve did not get ready in {STARTUP_DEADLINE:.0f} s: {self.stderr()[-3000:]}")
 
     def stop(self, signum: int = signal.SIGTERM) -> int:
