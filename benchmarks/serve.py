@@ -66,6 +66,7 @@ REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = REPO / "benchmarks" / "post_bodies.lua"
 CONNECTIONS = (1, 8, 64)
 SAMPLE = 100  # digits each server answers one by one before the load, checked
+ATTACK_SECTION = "## Under attack"  # benchmarks/serve_attack.py's part of SERVE.md, kept when it is rewritten
 NETWORKS = {"MLP": "mnist_lightning.models.nets.MLP", "ConvNet": "mnist_lightning.models.nets.ConvNet"}
 
 
@@ -342,9 +343,12 @@ def main() -> None:
         "share of the row's time during which some task on the machine waited for a core "
         "(`/proc/pressure/cpu`, `some`); `load`: the 1-minute load average at the end of the row.\n\n"
     )
-    Path(options.output).write_text(
+    output = Path(options.output)
+    attack = output.read_text().partition(ATTACK_SECTION)[1:] if output.exists() else ("", "")
+    output.write_text(
         header + table + "\n\n" + cpu_header + cpu + "\n\nAnswers and memory:\n\n" + checks + "\n"
-    )
+        + (f"\n{''.join(attack)}" if attack[0] else "")
+    )  # fmt: skip
     print(f"\n{table}\n\n{cpu}\n\n{checks}\n\nwritten to {options.output}")
 
 

@@ -87,6 +87,11 @@ class _DropRecordsMentioning(_DropRecords):
 # stands in for Ctrl-C (callbacks/interrupt.py): once the step ends, that callback says what stopped the run
 # and where its checkpoint is
 SIGTERM_NOTICE = _DropRecordsMentioning("Received SIGTERM")
+
+
+# torch.export.load of a file that is not a .pt2 archive: torch logs the traceback of its first attempt, then
+# fails again; the caller reports that failure as one error
+PT2_READER_FAILURE = _DropRecords("Ran into the following error when deserializing")
 # the learning-rate finder's checkpoint of the initial weights, its own and deleted at once: the full state
 # is meant, so the notice that weights_only defaults to False does not apply
 FINDER_CHECKPOINT = _DropRecords("`weights_only` was not set, defaulting to `False`.")
@@ -138,6 +143,17 @@ def quiet() -> Iterator[None]:
             rank_zero.removeFilter(ECHOES)
             checkpoints.removeFilter(FINDER_CHECKPOINT)
             signals.removeFilter(SIGTERM_NOTICE)
+
+
+@contextlib.contextmanager
+def reading_exported() -> Iterator[None]:
+    """While an exported file is loaded: torch's log of a failed read left out (the caller reports it)."""
+    logger = logging.getLogger("torch.export")
+    logger.addFilter(PT2_READER_FAILURE)
+    try:
+        yield
+    finally:
+        logger.removeFilter(PT2_READER_FAILURE)
 
 
 @contextlib.contextmanager

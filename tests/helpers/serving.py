@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -81,19 +82,27 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def get(url: str, timeout: float = 30) -> tuple[int, bytes]:
+def get(url: str, timeout: float = 30, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=timeout
+        ) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
 
 
 def post(
-    url: str, body: bytes, content_type: str = "application/json", timeout: float = 60
+    url: str,
+    body: bytes,
+    content_type: str = "application/json",
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict]:
-    """POST ``body``; the status and the decoded JSON answer (also for 4xx answers)."""
-    request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type}, method="POST")
+    """POST ``body`` (with ``headers`` too); the status and the decoded JSON answer (also for 4xx answers)."""
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": content_type, **(headers or {})}, method="POST"
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
@@ -101,16 +110,35 @@ def post(
         return error.code, json.loads(error.read())
 
 
-def predict(url: str, image: str) -> tuple[int, dict]:
-    return post(f"{url}/predict", json.dumps({"image": image}).encode())
+def predict(url: str, image: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    return post(f"{url}/predict", json.dumps({"image": image}).encode(), headers=headers)
+
+
+# Image preparations for tests of the decoder processes (tools/serve/preparing.py), which import them by name.
+def pid_or_refusal(value: str) -> bytes:
+    """``"bad"``: a ValueError; ``"stuck"``: never returns; ``"hoard"``: keeps 300 MB for the rest of the
+    process; any value: the decoder process's id, as 784 bytes."""
+    if value == "bad":
+        raise ValueError("is not what this test sends")
+    if value == "stuck":
+        threading.Event().wait()
+    if value == "hoard":
+        HOARD.append(np.ones(300_000_000 // 8))
+    return os.getpid().to_bytes(784, "little")
+
+
+HOARD: list = []
 
 
 class ServerProcess:
-    """``python -m mnist_lightning serve ARGS`` on a free port of 127.0.0.1, in its own process group."""
+    """``python -m mnist_lightning serve ARGS`` on a free port, in its own process group; ``host``: where it
+    is reached (as ``--host`` in ARGS says); ``api_key``: the key it is given in ARGS, which GET /health needs
+    too."""
 
-    def __init__(self, *args: object, cwd: Path) -> None:
+    def __init__(self, *args: object, cwd: Path, host: str = "127.0.0.1", api_key: str | None = None) -> None:
+        self.headers = {"X-API-Key": api_key} if api_key else {}
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.stderr_path = cwd / f"serve-{self.port}.stderr"
         with self.stderr_path.open("w") as stderr:
             self.process = subprocess.Popen(
@@ -130,12 +158,12 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"serve exited with {self.process.returncode}: {self.stderr()[-3000:]}")
             try:
-                if get(f"{self.url}/health", timeout=2)[0] == 200:
+                if get(f"{self.url}/health", timeout=2, headers=self.headers)[0] == 200:
                     return
             except OSError:  # not listening yet
                 pass
             time.sleep(0.2)
-        self.process.kill()
+        os.killpg(self.process.pid, signal.SIGKILL)  # its HTTP processes and workers too
         raise AssertionError(f"serve did not get ready in {STARTUP_DEADLINE:.0f} s: {self.stderr()[-3000:]}")
 
     def stop(self, signum: int = signal.SIGTERM) -> int:

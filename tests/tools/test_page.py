@@ -17,6 +17,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from helpers.serving import ServerProcess
+
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # A "7": a bar from left to right, then a stroke down to the lower left (offsets from the canvas centre).
 STROKE = [
@@ -58,20 +60,23 @@ def browser(tmp_path):
     driver.quit()
 
 
+def draw_a_seven(browser, wait: WebDriverWait) -> None:
+    canvas = browser.find_element(By.ID, "pad")
+    actions = ActionChains(browser).move_to_element_with_offset(canvas, *STROKE[0]).click_and_hold()
+    for step in STROKE[1:]:
+        actions.move_by_offset(*step)
+    actions.release().perform()
+    # the page asks again while an answer is on its way; its last answer is in when it says it asks no more
+    wait.until(lambda page: page.find_element(By.TAG_NAME, "body").get_attribute("data-asking") == "no")
+
+
 def test_drawing_a_digit_shows_a_prediction_and_ten_bars(server, browser, tmp_path):
     browser.get(f"{server.url}/")
     wait = WebDriverWait(browser, 30)
     wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#bars .row")) == 10)  # names from /info
     assert browser.find_element(By.ID, "prediction").text == ""
 
-    canvas = browser.find_element(By.ID, "pad")
-    actions = ActionChains(browser).move_to_element_with_offset(canvas, *STROKE[0]).click_and_hold()
-    for step in STROKE[1:]:
-        actions.move_by_offset(*step)
-    actions.release().perform()
-
-    # the page asks again while an answer is on its way; its last answer is in when it says it asks no more
-    wait.until(lambda page: page.find_element(By.TAG_NAME, "body").get_attribute("data-asking") == "no")
+    draw_a_seven(browser, wait)
     prediction = browser.find_element(By.ID, "prediction").text
     assert prediction in [str(digit) for digit in range(10)]
     assert "confidence" in browser.find_element(By.ID, "confidence").text
@@ -116,3 +121,26 @@ def test_a_tap_is_a_dot_and_the_page_sends_no_blank_drawing_nor_asks_for_a_missi
     assert browser.find_element(By.ID, "prediction").text in [str(digit) for digit in range(10)]
     problems = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert problems == []  # no 404 of a favicon, no 400 of a blank drawing
+
+
+@pytest.mark.slow  # a server of its own
+def test_the_page_sends_the_api_key_from_its_url_and_says_when_it_has_none(
+    tmp_path, digit_checkpoint, browser
+):
+    key = "s3cret-key"
+    served = ServerProcess("--ckpt_path", digit_checkpoint, "--api_key", key, cwd=tmp_path, api_key=key)
+    try:
+        browser.get(f"{served.url}/#key={key}")
+        wait = WebDriverWait(browser, 30)
+        wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#bars .row")) == 10)  # /info, keyed
+        draw_a_seven(browser, wait)
+        assert browser.find_element(By.ID, "prediction").text in [str(digit) for digit in range(10)]
+        assert browser.find_element(By.ID, "status").text == ""
+
+        browser.get(f"{served.url}/")  # no key in the URL
+        draw_a_seven(browser, wait)
+        assert browser.find_element(By.ID, "prediction").text == ""
+        status = browser.find_element(By.ID, "status").text
+        assert status.startswith("this server needs its API key") and "#key=" in status
+    finally:
+        assert served.stop() == 0

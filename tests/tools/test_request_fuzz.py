@@ -69,5 +69,11 @@ def test_any_json_body_gives_a_request_or_a_400_that_says_why(body):
             answer = validation_error_response(None, RequestValidationError(refusal.errors()))
             assert answer.status_code == 400
             assert_one_sentence(json.loads(answer.body)["detail"])
-        else:
-            assert len(request.image) == 784
+        else:  # its image is prepared by a decoder process (tools/serve/preparing.py), as here
+            try:
+                digit = prepared_digit(request.image)
+            except ValueError as refusal:
+                assert type(refusal) is ValueError
+                assert_one_sentence(str(refusal))
+            else:
+                assert isinstance(digit, bytes) and len(digit) == 784

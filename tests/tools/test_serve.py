@@ -22,13 +22,13 @@ from mnist_lightning.cli.main import main
 from mnist_lightning.data.images import prepare_digit
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.export import export, load_probability_model
-from mnist_lightning.tools.serve.server import (
+from mnist_lightning.tools.serve.inference import (
     DigitClassifierAPI,
     FirstRequestLoop,
     ModelSource,
-    check_can_listen,
     freeze_imported_objects,
 )
+from mnist_lightning.tools.serve.server import listening_socket
 
 from helpers import bombs
 from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
@@ -267,4 +267,4 @@ def test_a_port_in_use_is_one_error_line_before_serving(tiny_checkpoint, host, c
 def test_an_address_the_machine_does_not_have_is_a_clear_error():
     with pytest.raises(UserError, match=r"cannot listen on 192\.0\.2\.1 port 8000 \(.*\); this machine has "
                        r"no such address: choose another --host"):  # fmt: skip
-        check_can_listen("192.0.2.1", 8000)  # TEST-NET-1: an address no machine has
+        listening_socket("192.0.2.1", 8000)  # TEST-NET-1: an address no machine has

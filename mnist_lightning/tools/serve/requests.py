@@ -1,6 +1,6 @@
-"""What ``POST /predict`` reads, in the server's HTTP processes: the JSON body whatever its Content-Type,
-its ``image`` decoded and prepared as an MNIST digit while FastAPI validates the body, and the 4xx answers
-that say what was wrong with a bad one.
+"""What ``POST /predict`` reads, in the server's HTTP processes: the JSON body whatever its Content-Type, how
+its ``image`` is decoded and prepared as an MNIST digit (:func:`prepared_digit`, run by ``preparing.py``),
+and the 4xx answers that say what was wrong with a bad one.
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves DigitRequest's field types at run time.
@@ -12,7 +12,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from PIL import Image
-from pydantic import BaseModel, BeforeValidator, WithJsonSchema
+from pydantic import BaseModel, WithJsonSchema
 
 from mnist_lightning.data.images import UnreadableImage, prepare_digit
 from mnist_lightning.data.untrusted_images import open_image
@@ -51,22 +51,23 @@ def prepared_digit(value: Any) -> bytes:
     return digit.numpy().tobytes()
 
 
-PreparedDigit = Annotated[
-    bytes,
-    BeforeValidator(prepared_digit),
+ImageText = Annotated[
+    Any,  # checked by prepared_digit, off the event loop (see preparing.py): "must be a string" and all
     WithJsonSchema({"type": "string", "description": "base64 PNG or JPEG of one digit; a data URL is fine"}),
 ]
 
 
 class DigitRequest(BaseModel):
-    """The JSON body of ``POST /predict``; validating it decodes and prepares the image.
+    """The JSON body of ``POST /predict``. Its ``image`` is decoded and prepared by :func:`prepared_digit` in
+    a decoder process (``preparing.py``), not while FastAPI validates the body: that runs in the HTTP
+    process's event loop, where one costly image would stall every request.
 
-    FastAPI validates each request's body by itself in the HTTP process, so a bad image is answered alone
-    with a 400. Raising ``HTTPException`` in ``LitAPI.decode_request`` instead would answer every request of
-    the batch it arrived in with that error: LitServe's batched loop decodes a whole batch in one ``try``.
+    Each request is prepared by itself, before it is queued, so a bad image is answered alone with a 400.
+    Raising ``HTTPException`` in ``LitAPI.decode_request`` instead would answer every request of the batch it
+    arrived in with that error: LitServe's batched loop decodes a whole batch in one ``try``.
     """
 
-    image: PreparedDigit
+    image: ImageText
 
 
 def validation_error_response(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -7,50 +7,47 @@
   ``GET /info`` (the class names) are LitServe's.
 - The body is read as JSON whatever its ``Content-Type`` (``curl -d`` sends a form's).
 - A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
-  ``image``, or whose image is not base64, not an image, or blank; 413 for a body over ``--max_request_mb``.
+  ``image``, or whose image is not base64, not an image, blank, or took longer than ``--decode_timeout`` to
+  decode; 413 for a body over ``--max_request_mb``; 401 without the ``--api_key``; 403 for a request from
+  another site's page; 408 for a body slower than ``--read_timeout``; 503 (``Retry-After``) when every image
+  decoder is busy and ``--decode_queue`` requests already wait (``guards.py``, ``preparing.py``).
 
-LitServe answers HTTP in ``--api_servers`` processes, which decode and prepare each image, and runs the
-network in ``--workers`` worker processes (``--threads`` each), which batch the requests queued for them
+LitServe answers HTTP in ``--api_servers`` processes; each has ``--decoders`` processes of its own that
+decode and prepare the images (``preparing.py``), so that its event loop only moves bytes. The network runs
+in ``--workers`` worker processes (``--threads`` each), which batch the requests queued for them
 (``--max_batch_size``, ``--batch_timeout``); requests and answers travel between them through pipes
 (``--pipes``; ``transport.py``). Ctrl-C or SIGTERM stops the server and its processes.
 """
 
-# No ``from __future__ import annotations``: LitServer reads the type of decode_request's ``request`` to let
-# FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
+# No ``from __future__ import annotations``: FastAPI reads the type of the endpoint's ``request`` to validate
+# the body as a DigitRequest, and a string annotation of a local function would not be resolved.
 import argparse
+import contextlib
 import errno
-import gc
-import json
 import multiprocessing
 import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass
 from importlib.resources import files
-from pathlib import Path
-from queue import Empty
-from typing import Any
 
 import litserve as ls
-import numpy as np
-import torch
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, Response
-from litserve.loops import BatchedLoop
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware.gzip import GZipMiddleware
 
 from mnist_lightning import compat
 from mnist_lightning.cli.console import CommandParser
-from mnist_lightning.data.images import FIELD
 from mnist_lightning.errors import UserError
-from mnist_lightning.tools.export import (
-    Predictor,
-    add_trust_option,
-    load_exported,
-    load_probability_model,
+from mnist_lightning.tools.export import add_trust_option
+from mnist_lightning.tools.serve.guards import (
+    BodyDeadline,
+    SameOriginOnly,
+    header_deadline_protocol,
 )
+from mnist_lightning.tools.serve.inference import DigitClassifierAPI, ModelSource, freeze_imported_objects
+from mnist_lightning.tools.serve.preparing import ImagePreparer, Refused
 from mnist_lightning.tools.serve.requests import (
     DigitRequest,
     JsonBody,
@@ -59,151 +56,11 @@ from mnist_lightning.tools.serve.requests import (
 )
 from mnist_lightning.tools.serve.transport import PipeTransport
 
-HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # the addresses LitServer.run accepts
 FAVICON = (
     '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="6" '
     'fill="#4a7bd0"/><path d="M9 8h14l-8 17" fill="none" stroke="#fff" stroke-width="4" '
     'stroke-linecap="round" stroke-linejoin="round"/></svg>'
 )
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """What to serve: a checkpoint (``--ckpt_path``) or a file written by ``export`` (``--model``)."""
-
-    path: str
-    exported: bool
-    trusted_modules: tuple[
-        str, ...
-    ] = ()  # --trust: modules of the user's whose classes a checkpoint may name
-
-    def load_predictor(self, threads: int | None = None) -> Predictor:
-        """float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C), computed with ``threads``
-        intra-op threads (the runtime's default, one per core, when None). One thread suits the small
-        batches of a server: more spin or wait for work, on cores the HTTP processes need."""
-        if self.exported:
-            return load_exported(self.path, threads)[0]
-        if threads is not None:
-            torch.set_num_threads(threads)
-        model, _ = load_probability_model(self.path, self.trusted_modules)
-
-        def predict(images: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return model(torch.from_numpy(images)).numpy()
-
-        return predict
-
-    def class_names(self) -> list[str]:
-        """The class names; loading the model for them reports a bad file as a UserError before any server
-        process starts."""
-        if not self.exported:
-            return list(load_probability_model(self.path, self.trusted_modules)[1].classes)
-        if not Path(self.path).is_file():
-            raise UserError(f"--model '{self.path}' does not exist; write one with 'export'.")
-        try:
-            metadata = load_exported(self.path)[1]
-        except UserError:
-            raise
-        except Exception as err:  # onnxruntime and torch.export raise their own types for a bad file
-            reason = " ".join(f"{type(err).__name__}: {err}".split())
-            raise UserError(f"--model '{self.path}' cannot be loaded ({reason}).") from None
-        if "classes" not in metadata:
-            raise UserError(
-                f"--model '{self.path}' has no class names in its metadata; write it with 'export'."
-            )
-        return json.loads(metadata["classes"])
-
-
-class PrefetchedQueue:
-    """A request queue whose next item is one already taken from it."""
-
-    def __init__(self, first: Any, queue: Any) -> None:
-        self.first, self.queue = first, queue
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        if self.first is not None:
-            first, self.first = self.first, None
-            return first
-        return self.queue.get(block, timeout)
-
-    def get_nowait(self) -> Any:
-        return self.get(block=False)
-
-
-class FirstRequestLoop(BatchedLoop):
-    """LitServe's batched loop, whose batch starts when a request arrives.
-
-    LitServe's own collects a batch by polling the queue (every millisecond) until ``batch_timeout`` has
-    passed or the batch is full, whether or not a request came: a lone request waits the whole timeout, and
-    an idle server polls. This one waits for the first request without polling, then lets LitServe collect
-    the rest: the requests already queued (``batch_timeout`` 0) or those that arrive within ``batch_timeout``.
-    """
-
-    def get_batch_requests(self, lit_api: ls.LitAPI, request_queue: Any, transport: Any) -> tuple[list, list]:
-        try:
-            first = request_queue.get(timeout=1.0)  # at most a second, as LitServe's loops wait
-        except Empty:
-            return [], []
-        return super().get_batch_requests(lit_api, PrefetchedQueue(first, request_queue), transport)
-
-
-class DigitClassifierAPI(ls.LitAPI):
-    """The model behind ``POST /predict``: a checkpoint, or an exported ``.onnx``/``.pt2`` file.
-
-    Requests arrive as prepared digits (see :class:`DigitRequest`); LitServe stacks up to ``max_batch_size``
-    of them into one forward pass.
-    """
-
-    def __init__(
-        self,
-        source: ModelSource,
-        classes: list[str],
-        max_batch_size: int,
-        batch_timeout: float,
-        threads: int | None = 1,
-    ) -> None:
-        super().__init__(
-            max_batch_size=max_batch_size,
-            batch_timeout=batch_timeout,
-            api_path="/predict",
-            loop=FirstRequestLoop(),
-        )
-        self.source, self.classes, self.threads = source, classes, threads
-        if os.environ.get("LIT_SERVER_API_KEY"):
-            self.authorize = None  # LitServe's own check of the X-API-Key header applies instead
-
-    async def authorize(self) -> None:
-        """No authentication. LitServe runs a LitAPI's ``authorize`` as a FastAPI dependency of each route;
-        without one it uses a plain function, which FastAPI runs in a thread of its pool, a thread switch
-        per request. Asynchronous, this one runs in the event loop."""
-
-    def setup(self, device: str) -> None:
-        # This worker process ends when the server shuts down; Ctrl-C in a terminal reaches every process of
-        # the server, and here it would interrupt LitServe's loop with a traceback.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.predict_probabilities = self.source.load_predictor(self.threads)
-        freeze_imported_objects()
-
-    def decode_request(self, request: DigitRequest) -> np.ndarray:
-        return np.frombuffer(request.image, dtype=np.uint8).reshape(FIELD, FIELD)
-
-    def batch(self, digits: list[np.ndarray]) -> np.ndarray:
-        return (np.stack(digits)[:, None] / np.float32(255)).astype(np.float32)
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.predict_probabilities(images)
-
-    def unbatch(self, probabilities: np.ndarray) -> list[np.ndarray]:
-        return list(probabilities)
-
-    def encode_response(self, probabilities: np.ndarray) -> dict[str, Any]:
-        best = int(probabilities.argmax())
-        return {
-            "prediction": best,
-            "label": self.classes[best],
-            "confidence": float(probabilities[best]),
-            "probabilities": probabilities.tolist(),
-        }
 
 
 def draw_page(request: Request) -> HTMLResponse:
@@ -218,12 +75,20 @@ def favicon(request: Request) -> Response:
 
 
 def build_server(
-    api: DigitClassifierAPI, max_request_bytes: int, workers: int = 1, pipes: bool = True
+    api: DigitClassifierAPI,
+    max_request_bytes: int,
+    preparer: ImagePreparer,
+    workers: int = 1,
+    pipes: bool = True,
+    read_timeout: float = 10.0,
+    docs: bool = False,
 ) -> ls.LitServer:
     """A LitServer for ``api`` with ``workers`` inference workers: a body over ``max_request_bytes`` gets a
-    413, a bad one a 400, GET / the page; the body of POST /predict is JSON whatever its Content-Type;
-    ``pipes``: requests and answers through pipes (a ``multiprocessing.Queue``, a :class:`PipeTransport`)
-    rather than LitServe's Manager queues.
+    413, a bad one a 400, GET / the page; the body of POST /predict is JSON whatever its Content-Type, and its
+    image is prepared by ``preparer``; ``pipes``: requests and answers through pipes (a
+    ``multiprocessing.Queue``, a :class:`PipeTransport`) rather than LitServe's Manager queues; a request from
+    another site's page gets a 403, a body slower than ``read_timeout`` seconds a 408; ``docs``: FastAPI's
+    ``/docs`` (Swagger UI, which the browser loads from a CDN) and ``/openapi.json``, off by default.
 
     LitServer answers ``GET /`` with "litserve running" itself; that route is replaced by the page.
     """
@@ -233,6 +98,7 @@ def build_server(
         workers_per_device=workers,
         max_payload_size=max_request_bytes,
         model_metadata={"classes": api.classes},
+        disable_openapi_url=not docs,
     )
     server.app.router.routes[:] = [
         route for route in server.app.router.routes if getattr(route, "path", "") != "/"
@@ -241,6 +107,7 @@ def build_server(
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
     server.app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
+    prepare_off_the_event_loop(server, preparer)
     if pipes:
         compat.replace_litserve_queues(server, multiprocessing.get_context("spawn").Queue, PipeTransport)
     # LitServe compresses answers over 1,000 bytes: an answer of /predict is about 300, and wrapping each in
@@ -249,40 +116,84 @@ def build_server(
         middleware for middleware in server.app.user_middleware if middleware.cls is not GZipMiddleware
     ]
     server.app.add_middleware(JsonBody)
+    server.app.add_middleware(BodyDeadline, seconds=read_timeout)
+    server.app.add_middleware(SameOriginOnly)  # the outermost: a refused request costs nothing more
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
+    server.app.add_exception_handler(Refused, refused_response)
     return server
 
 
-def freeze_imported_objects() -> None:
-    """Leave the objects that exist now (mostly those of the imported libraries: torch, onnxruntime, FastAPI,
-    about 480,000) out of this process's future garbage collections.
+def prepare_off_the_event_loop(server: ls.LitServer, preparer: ImagePreparer) -> None:
+    """``POST /predict`` prepares its image with ``preparer`` (its processes start and stop with each HTTP
+    process), then hands the prepared digit to LitServe's own endpoint, which queues it for the workers.
 
-    Under load, the objects of requests in flight survive into the oldest generation, so Python runs a full
-    collection every few seconds; each went through all those objects, a pause during which the process
-    answered nothing and every request in flight waited (measured in benchmarks/NOTES.md, Serving).
+    LitServe's route would have FastAPI validate the body as the type of ``decode_request``'s argument in the
+    event loop, where decoding an image stalls every request of the process; LitServe has no hook between
+    reading a request and queueing it, so its endpoint (``APIRoute.endpoint``) is called from this one.
     """
-    gc.collect()
-    gc.freeze()
+    routes = server.app.router.routes
+    (litserve_route,) = [route for route in routes if getattr(route, "path", "") == "/predict"]
+    queue_for_workers = litserve_route.endpoint
+
+    async def predict(request: DigitRequest):
+        return await queue_for_workers(await preparer.prepare(request.image))
+
+    routes.remove(litserve_route)
+    server.app.add_api_route(
+        "/predict", predict, methods=["POST"], dependencies=litserve_route.dependencies, response_model=None
+    )
+    serve_requests = server.app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        preparer.start()
+        try:
+            async with serve_requests(app) as state:
+                yield state
+        finally:
+            preparer.stop()
+
+    server.app.router.lifespan_context = lifespan
 
 
-def check_can_listen(host: str, port: int) -> None:
-    """Bind ``host:port`` as uvicorn will (SO_REUSEADDR) and let it go; a UserError saying what to do when
-    that fails, before anything is started or printed (uvicorn would log the error and exit with status 3)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+def refused_response(request: Request, refused: Refused) -> JSONResponse:
+    headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
+    return JSONResponse(status_code=refused.status, content={"detail": refused.detail}, headers=headers)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (SO_REUSEADDR, as uvicorn binds), for the server to listen on: the
+    first of the addresses ``host`` resolves to that this machine can bind (any name or address it has:
+    ``localhost``, its host name, one of its addresses, ``0.0.0.0``, ``::``). A UserError saying what to do
+    when there is none, before anything is started or printed.
+
+    LitServer.run accepts only 0.0.0.0, 127.0.0.1 and ::; it is given this socket (uvicorn's ``fd``)."""
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except OSError as err:
-        reason = err.strerror or str(err)
-        if err.errno == errno.EADDRINUSE:
-            advice = f"another program listens on port {port}: stop it, or choose another --port"
-        elif err.errno == errno.EACCES:
-            advice = "this user may not listen there: choose another --port"
-        else:
-            advice = "this machine has no such address: choose another --host (127.0.0.1: this machine only)"
-        raise UserError(f"cannot listen on {host} port {port} ({reason}); {advice}.") from None
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise UserError(
+            f"--host '{host}' is not an address, nor a name this machine resolves ({err.strerror}); choose "
+            "another --host (127.0.0.1: this machine only; 0.0.0.0: every address it has)."
+        ) from None
+    for family, kind, protocol, _, address in addresses:
+        candidate = socket.socket(family, kind, protocol)
+        try:
+            candidate.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            candidate.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # accepted sockets inherit it
+            candidate.bind(address)
+            return candidate
+        except OSError as err:
+            candidate.close()
+            failure = err
+    reason = failure.strerror or str(failure)
+    if failure.errno == errno.EADDRINUSE:
+        advice = f"another program listens on port {port}: stop it, or choose another --port"
+    elif failure.errno == errno.EACCES:
+        advice = "this user may not listen there: choose another --port"
+    else:
+        advice = "this machine has no such address: choose another --host (127.0.0.1: this machine only)"
+    raise UserError(f"cannot listen on {host} port {port} ({reason}); {advice}.") from None
 
 
 def stop_on_signals() -> None:
@@ -304,8 +215,8 @@ def stop_on_signals() -> None:
         signal.signal(signum, stop)
 
 
-def main(args: list[str]) -> None:
-    """``python -m mnist_lightning serve --ckpt_path CKPT | --model FILE.onnx [--host H] [--port P]``."""
+def options_parser() -> CommandParser:
+    """The options of ``serve``."""
     parser = CommandParser(
         "serve",
         description="Serve the classifier over HTTP (LitServe): POST /predict, and a page to draw on at /.",
@@ -314,7 +225,10 @@ def main(args: list[str]) -> None:
     source.add_argument("--ckpt_path", help="checkpoint written by 'fit'")
     source.add_argument("--model", help="a file written by 'export' (.onnx or .pt2)")
     add_trust_option(parser)
-    parser.add_argument("--host", default="127.0.0.1", choices=HOSTS, help="address to listen on")
+    parser.add_argument(
+        "--host", default="127.0.0.1",
+        help="address or name to listen on (127.0.0.1: this machine only; 0.0.0.0: every address it has)",
+    )  # fmt: skip
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (1024-65535)")
     parser.add_argument(
         "--max_batch_size", type=int, default=32, help="most requests per forward pass (>= 2)"
@@ -332,8 +246,36 @@ def main(args: list[str]) -> None:
     )  # fmt: skip
     parser.add_argument("--max_request_mb", type=float, default=4.0, help="largest accepted request body, MB")
     parser.add_argument(
+        "--decoders", type=int, default=2, help="image decoding processes of each HTTP process (>= 1)"
+    )
+    parser.add_argument(
+        "--decode_queue", type=int, default=64,
+        help="requests of an HTTP process that may wait for a decoder; more get 503 (>= 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--decode_timeout", type=float, default=2.0,
+        help="seconds to decode and prepare an image, and to wait for a decoder; longer: an error (> 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--read_timeout", type=float, default=10.0,
+        help="seconds for a request's headers, and for its body, to arrive; slower clients are cut off (> 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--api_key", default=os.environ.get("LIT_SERVER_API_KEY") or None,
+        help="the key POST /predict needs in its X-API-Key header (default: $LIT_SERVER_API_KEY; none)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--docs", action="store_true", help="serve /docs (Swagger UI, loaded from a CDN) and /openapi.json"
+    )
+    parser.add_argument(
         "--log_level", default="warning", choices=("debug", "info", "warning", "error"), help="server logs"
     )
+    return parser
+
+
+def main(args: list[str]) -> None:
+    """``python -m mnist_lightning serve --ckpt_path CKPT | --model FILE.onnx [--host H] [--port P]``."""
+    parser = options_parser()
     options = parser.parse_args(args)
     if not 1024 <= options.port <= 65535:
         parser.error(f"--port must be between 1024 and 65535, got {options.port}")
@@ -341,11 +283,14 @@ def main(args: list[str]) -> None:
         parser.error(f"--max_batch_size must be at least 2, got {options.max_batch_size}")
     if not options.batch_timeout >= 0:
         parser.error(f"--batch_timeout must be 0 seconds or more, got {options.batch_timeout}")
-    for name in ("workers", "threads", "api_servers"):
+    for name in ("workers", "threads", "api_servers", "decoders"):
         if getattr(options, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(options, name)}")
-    if not options.max_request_mb > 0:
-        parser.error(f"--max_request_mb must be greater than 0, got {options.max_request_mb}")
+    if options.decode_queue < 0:
+        parser.error(f"--decode_queue must be 0 or more, got {options.decode_queue}")
+    for name in ("max_request_mb", "decode_timeout", "read_timeout"):
+        if not getattr(options, name) > 0:
+            parser.error(f"--{name} must be greater than 0, got {getattr(options, name)}")
 
     model_source = ModelSource(
         options.model or options.ckpt_path,
@@ -354,22 +299,27 @@ def main(args: list[str]) -> None:
     )
     classes = model_source.class_names()
     api = DigitClassifierAPI(
-        model_source, classes, options.max_batch_size, options.batch_timeout, options.threads
+        model_source, classes, options.max_batch_size, options.batch_timeout, options.threads, options.api_key
     )
+    preparer = ImagePreparer(options.decoders, options.decode_queue, options.decode_timeout)
     server = build_server(
-        api, int(options.max_request_mb * 1_000_000), workers=options.workers, pipes=options.pipes
-    )
-    check_can_listen(options.host, options.port)
+        api, int(options.max_request_mb * 1_000_000), preparer, workers=options.workers, pipes=options.pipes,
+        read_timeout=options.read_timeout, docs=options.docs,
+    )  # fmt: skip
+    listening = listening_socket(options.host, options.port)
     stop_on_signals()
     freeze_imported_objects()  # the HTTP processes are forked from this one after this
-    print(
-        f"Serving {model_source.path} at http://{options.host}:{options.port}/ (Ctrl-C stops it)", flush=True
-    )
-    server.run(
-        host=options.host,
-        port=options.port,
-        num_api_servers=options.api_servers,
-        log_level=options.log_level,
-        generate_client_file=False,
-    )
+    where = f"[{options.host}]" if ":" in options.host else options.host
+    print(f"Serving {model_source.path} at http://{where}:{options.port}/ (Ctrl-C stops it)", flush=True)
+    with listening:
+        server.run(
+            host="127.0.0.1",  # what LitServer.run checks; uvicorn listens on the socket bound above
+            port=options.port,
+            num_api_servers=options.api_servers,
+            log_level=options.log_level,
+            generate_client_file=False,
+            fd=listening.fileno(),
+            http=header_deadline_protocol(options.read_timeout),
+            timeout_keep_alive=5,
+        )
     print("Server stopped.", file=sys.stderr, flush=True)
