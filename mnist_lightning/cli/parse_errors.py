@@ -41,6 +41,14 @@ def rewrite(message: str, class_paths: Iterable[str] = ()) -> str:
     keys = _KEY.findall(message)
     if not keys:
         return " ".join(message.split())
+    unimportable = re.search(r"class_path '([^']+)':\s*No module named '([^']+)'", message)
+    if unimportable:  # a class of the user's own, from another folder
+        class_path, module = unimportable.groups()
+        return (
+            f"--{keys[0]}: '{class_path}' names the module '{module}', which cannot be imported from this "
+            f"folder. Run the command from the folder that holds {module.split('.')[0]}.py, or put that "
+            f"folder on the import path: PYTHONPATH=/path/to/that/folder python -m mnist_lightning ..."
+        )
     inner = class_argument_error(message)
     if inner is not None:  # an argument of the class: its own message, under the class's option
         return rewrite(inner.replace('Parser key "', f'Parser key "{keys[0]}.', 1))

@@ -77,3 +77,14 @@ def test_an_unknown_config_file_names_the_presets_and_the_close_match(given):
 def test_an_unknown_config_file_elsewhere_still_says_where_the_presets_are(tmp_path):
     message = one_paragraph(tmp_path, "fit", "--config", "cnn")
     assert "configs/" in message and "cnn.yaml" in message
+
+
+def test_a_network_module_that_does_not_import_from_this_folder_says_how_to_reach_it(
+    tmp_path, tiny_checkpoint
+):
+    """As when a checkpoint of one's own ``my_nets.TinyNet`` is tested from another folder."""
+    error = one_paragraph(
+        tmp_path, "test", "--ckpt_path", tiny_checkpoint, "--model.net", "elsewhere_nets.TinyNet"
+    )
+    assert "'elsewhere_nets.TinyNet' names the module 'elsewhere_nets', which cannot be imported" in error
+    assert "the folder that holds elsewhere_nets.py" in error and "PYTHONPATH=" in error
