@@ -159,7 +159,7 @@ def load_pt2(path: str | os.PathLike, threads: int | None = None) -> tuple[Predi
     try:
         check_pt2_archive(path)  # torch.export.load unpickles parts of it unchecked
     except UnsafeArchive as err:
-        raise UserError(f"'{path}' {err}; it is not loaded (see docs/security.md).") from None
+        raise UserError(f"--model '{path}' cannot be loaded: it {err} (see docs/security.md).") from None
     if threads is not None:
         torch.set_num_threads(threads)
     extra_files = {"metadata.json": ""}

@@ -166,5 +166,5 @@ def test_an_exported_file_that_is_not_one_is_one_error_paragraph(tmp_path, capfd
     assert exit_.value.code == 2
     out, err = capfd.readouterr()
     assert out == ""
-    assert err.startswith(f"error: --model '{garbage}' cannot be loaded (")
+    assert err.startswith(f"error: --model '{garbage}' cannot be loaded")
     assert err.count("\n") == 1, err  # one paragraph: no torch log lines, no traceback
