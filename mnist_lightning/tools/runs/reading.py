@@ -100,7 +100,9 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
     if summary:
         run.status = run_states.current_status(summary)  # a running run whose process is gone: killed
         if run.status == run_states.RUNNING:  # live: the epoch it is in, of how many
-            run.status = f"running epoch {_count(summary.get('epochs')) + 1}/{summary.get('max_epochs')}"
+            planned = summary.get("max_epochs")
+            of = f"/{planned}" if isinstance(planned, int) and planned > 0 else ""  # -1: no limit
+            run.status = f"running epoch {_count(summary.get('epochs')) + 1}{of}"
         if run.status == run_states.STOPPED_EARLY:  # by EarlyStopping: after which epoch, of how many
             run.status = f"stopped early at {summary.get('early_stop_epoch')}/{summary.get('max_epochs')}"
         run.epochs = summary.get("epochs")
