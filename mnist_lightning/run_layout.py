@@ -9,6 +9,7 @@ file name written elsewhere. Torch-free: ``runs`` reads runs with it without imp
         config.yaml  hparams.yaml  summary.json  provenance.json  trackers.json  metrics.csv
         requirements.txt  code.diff          (a resumed fit's later sessions: requirements.session2.txt, ...)
         checkpoints/  epoch=3-val_acc=0.9712.ckpt  last.ckpt  interrupted.ckpt
+                      .last.ckpt.partial     (a write cut short by a kill: removed as the next fit starts)
         <stage>/<checkpoint name>/           an evaluation (test, validate; predict: one folder further per
             config.yaml  provenance.json  metrics.json  report files  predictions.csv      input)
 """
@@ -58,6 +59,7 @@ REPORT_FILES = (  # test: the report (callbacks/test_report.py)
     MISCLASSIFIED_IMAGE_FILE,
 )
 TEST_SET_INPUT = "test_set"  # predict's input folder for the data set's test split
+PARTIAL_SUFFIX = ".partial"  # a checkpoint being written: .<name>.partial (partial_file_name)
 
 
 def session_file_names(index: int) -> tuple[str, str]:
@@ -65,6 +67,12 @@ def session_file_names(index: int) -> tuple[str, str]:
     ``code.diff`` and ``requirements.txt``, then ``code.session2.diff``, ``requirements.session2.txt``."""
     suffix = "" if index == 0 else f".session{index + 1}"
     return f"code{suffix}.diff", f"requirements{suffix}.txt"
+
+
+def partial_file_name(name: str) -> str:
+    """``.<name>.partial``: where a checkpoint ``name`` is written before it is renamed into place
+    (``checkpointing/checkpoint_io.py``); one is left behind only by a kill during the write."""
+    return f".{name}{PARTIAL_SUFFIX}"
 
 
 def version_folder_name(version: int) -> str:

@@ -34,6 +34,15 @@ SWITCHES = frozenset(
         "_instantiator",
     }
 )
+# trainer settings that change where, how fast or how long a run goes, or what it shows, not what it learns
+# (a resume may change them: cli/resume.py; the runs table leaves them out, but for max_epochs)
+FREE_TRAINER_SETTINGS = frozenset(
+    {
+        "accelerator", "devices", "num_nodes", "strategy", "logger", "callbacks", "enable_progress_bar",
+        "enable_model_summary", "log_every_n_steps", "default_root_dir", "max_epochs", "max_steps",
+        "max_time", "num_sanity_val_steps", "profiler", "enable_checkpointing", "plugins", "sync_batchnorm",
+    }
+)  # fmt: skip
 # a run's seeds, and the fold of a k-fold cross-validation: not part of what identifies a recipe
 SEED_KEYS = ("seed_everything", "data.seed", "data.fold")
 
@@ -62,8 +71,10 @@ def describe_class(config: Any, format_value=repr) -> Any:
 
 
 def flatten(config: Mapping) -> dict[str, Any]:
-    """A run's settings by dotted option name: every ``model.*`` and ``data.*`` setting, then
-    ``trainer.max_epochs`` and ``seed_everything`` when the config has them.
+    """A run's settings by dotted option name: every ``model.*`` and ``data.*`` setting, then the trainer
+    settings that change a run's results (``trainer.max_epochs``, ``trainer.limit_train_batches``,
+    ``trainer.precision``, ...: all but :data:`FREE_TRAINER_SETTINGS`) and ``seed_everything`` when the
+    config has them.
 
     A class setting becomes its class name (``model.optimizer: Adam``) followed by each argument
     (``model.optimizer.init_args.lr: 0.001``); other values (lists, plain mappings) are kept as they are.
@@ -72,9 +83,9 @@ def flatten(config: Mapping) -> dict[str, Any]:
     for section in ("model", "data"):
         for key, value in dict(config.get(section) or {}).items():
             _flatten_into(flat, f"{section}.{key}", value)
-    trainer = config.get("trainer") or {}
-    if "max_epochs" in trainer:
-        flat["trainer.max_epochs"] = trainer["max_epochs"]
+    for key, value in dict(config.get("trainer") or {}).items():
+        if key == "max_epochs" or key not in FREE_TRAINER_SETTINGS:
+            _flatten_into(flat, f"trainer.{key}", value)
     if "seed_everything" in config:
         flat["seed_everything"] = config["seed_everything"]
     return flat
@@ -114,8 +125,13 @@ def short_name(key: str) -> str:
 def tensorboard_hparams(config: Mapping) -> dict[str, Any]:
     """The run's hyperparameters as TensorBoard's HPARAMS tab lists them, short names (:func:`short_name`)
     and scalar values: ``seed: 42``, ``net: MLP``, ``net.hidden_sizes: [128, 64]``, ``optimizer.lr: 0.001``,
-    ``data.batch_size: 64``, ``max_epochs: 20``; unset values are left out."""
-    settings = hyperparameters(config)
+    ``data.batch_size: 64``, ``max_epochs: 20``; unset values are left out, and of the trainer's settings
+    only ``max_epochs`` (the tab is the recipe's; ``runs`` shows the others where runs differ)."""
+    settings = {
+        key: value
+        for key, value in hyperparameters(config).items()
+        if not key.startswith("trainer.") or key == "trainer.max_epochs"
+    }
     flat: dict[str, Any] = {"seed": settings.pop("seed_everything", None)}
     for key, value in settings.items():
         _scalars_into(flat, short_name(key), value)

@@ -30,7 +30,9 @@ class Provenance(L.Callback):
     holding the package (the diff saved as ``code.diff``, untracked files named); Python's, the libraries'
     and CUDA's versions and every installed package (``requirements.txt``); the machine; the processes and
     nodes; the command line; the seed; and the SHA-256 of each data file read. A resumed fit
-    (``--ckpt_path``) in the same folder appends its session instead of replacing the first. Rank 0 writes;
+    (``--ckpt_path``) in the same folder appends its session instead of replacing the first; a
+    session whose packages (or diff) are those of an earlier one names that session's file instead of
+    writing a copy. Rank 0 writes;
     nothing is written under ``fast_dev_run``.
     """
 
@@ -56,12 +58,24 @@ class Provenance(L.Callback):
         session, diff, requirements = describe_session(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         if diff:
-            (folder / diff_name).write_text(diff)
-            session["git"]["diff_file"] = diff_name
-        (folder / requirements_name).write_text("\n".join(requirements) + "\n")
-        session["requirements_file"] = requirements_name
+            earlier = [(session.get("git") or {}).get("diff_file") for session in sessions]
+            session["git"]["diff_file"] = _write_once(folder, diff, diff_name, earlier)
+        requirements_text = "\n".join(requirements) + "\n"
+        earlier = [session.get("requirements_file") for session in sessions]
+        session["requirements_file"] = _write_once(folder, requirements_text, requirements_name, earlier)
         sessions.append(session)
         write_json(path, {"format": FORMAT, "sessions": sessions})
+
+
+def _write_once(folder: Path, text: str, name: str, earlier: list[Any]) -> str:
+    """The name of the file in ``folder`` that holds ``text``: an earlier session's file with the same
+    content (a resume in the same environment adds no copy), else ``name``, written now."""
+    for candidate in earlier:
+        if isinstance(candidate, str) and "/" not in candidate and (folder / candidate).is_file():
+            if (folder / candidate).read_text() == text:
+                return candidate
+    (folder / name).write_text(text)
+    return name
 
 
 def read_sessions(path: Path) -> list[dict[str, Any]]:

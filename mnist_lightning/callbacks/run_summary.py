@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -12,39 +13,56 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lightning import schema
+from mnist_lightning import run_states, schema
 from mnist_lightning.callbacks.outputs import global_seed, local_time, write_json, writes_files
 from mnist_lightning.callbacks.protocols import ReportedModel
-from mnist_lightning.run_layout import SUMMARY_FILE, run_folder
+from mnist_lightning.run_layout import SUMMARY_FILE, checkpoint_folder, partial_file_name, run_folder
 
 
 class RunSummary(L.Callback):
-    """Writes ``summary.json`` into the run's folder when ``fit`` ends, however it ends (rank 0; not under
-    ``fast_dev_run``).
+    """Writes ``summary.json`` into the run's folder as each epoch starts and when ``fit`` ends, however it
+    ends (rank 0; not under ``fast_dev_run``): the run's record in its life (``run_states.py``).
 
     It holds the data set, the network (class and arguments), optimizer and learning rate, batch size,
     epochs done, the best ``val_acc`` and its checkpoint, the fit wall time and a ``status``: ``finished``,
     ``stopped early`` (by an ``EarlyStopping`` callback, after epoch ``early_stop_epoch``), ``interrupted``
-    (Ctrl-C, SIGTERM), ``pruned`` (stopped early by a sweep's pruner) or ``failed``. A
-    ``running`` summary is written when training starts, so a run killed outright (SIGKILL) still says
-    what it was; ``runs`` reads these files without importing torch or Lightning.
+    (Ctrl-C, SIGTERM), ``pruned`` (stopped early by a sweep's pruner) or ``failed``. While it trains the
+    status is ``running`` with the epochs done so far and the process (``run_states.this_process``), so
+    ``runs`` tells a live run from one killed outright (SIGKILL). A resumed fit (``--ckpt_path``) adds its
+    session to the run's record: ``fit_seconds`` is the sum of ``session_seconds``, one per session, and
+    ``started`` stays the first session's. As a session starts, the hidden ``.partial`` files of a write
+    that a kill cut short are removed from the run's checkpoint folders. ``runs`` reads these files without
+    importing torch or Lightning.
     """
 
     def __init__(self) -> None:
         self._start: float | None = None
         self._started_at: str | None = None
+        self._earlier: dict[str, Any] | None = None  # the run's record before this session, once read
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         self._start = time.monotonic()
         self._started_at = local_time()
+        self._earlier = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module, "running")
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not writes_files(trainer):
+            return
+        folders = {checkpoint_folder(run_folder(trainer))}  # every rank asks: a broadcast under DDP
+        folders |= {Path(callback.dirpath) for callback in trainer.checkpoint_callbacks if callback.dirpath}
+        if trainer.is_global_zero:
+            for folder in folders:
+                for partial in folder.glob(partial_file_name("*")):
+                    partial.unlink(missing_ok=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, run_states.RUNNING)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module, "finished" if early_stop_epoch(trainer) is None else "stopped early")
+        stopped = early_stop_epoch(trainer) is not None
+        self._write(trainer, pl_module, run_states.STOPPED_EARLY if stopped else run_states.FINISHED)
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -52,11 +70,11 @@ class RunSummary(L.Callback):
         if trainer.state.fn != TrainerFn.FITTING or self._start is None:
             return
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            status = "interrupted"
+            status = run_states.INTERRUPTED
         elif type(exception).__name__ == "TrialPruned":  # optuna's, not imported here
-            status = "pruned"
+            status = run_states.PRUNED
         else:
-            status = "failed"
+            status = run_states.FAILED
         self._write(trainer, pl_module, status, error=f"{type(exception).__name__}: {exception}".strip())
 
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, status: str, error: str = "") -> None:
@@ -65,17 +83,43 @@ class RunSummary(L.Callback):
         folder = run_folder(trainer)  # every rank asks: a broadcast under DDP
         if not trainer.is_global_zero:
             return
+        if self._earlier is None:  # a resumed fit continues the record of its run
+            resumed = trainer.ckpt_path is not None and (folder / SUMMARY_FILE).is_file()
+            self._earlier = _read_json(folder / SUMMARY_FILE) if resumed else {}
         summary = describe_run(trainer, pl_module, folder)
+        sessions = _session_seconds(self._earlier)
+        sessions.append(0.0 if self._start is None else round(time.monotonic() - self._start, 2))
         summary.update(
             status=status,
-            started=self._started_at,
-            ended=None if status == "running" else local_time(),
-            fit_seconds=None if self._start is None else round(time.monotonic() - self._start, 2),
+            started=self._earlier.get("started") or self._started_at,
+            ended=None if status == run_states.RUNNING else local_time(),
+            fit_seconds=round(sum(sessions), 2),
+            session_seconds=sessions,
         )
+        if status == run_states.RUNNING:
+            summary["process"] = run_states.this_process()
         if error:
             summary["error"] = error
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / SUMMARY_FILE, summary)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}
+
+
+def _session_seconds(summary: dict[str, Any]) -> list[float]:
+    """The fit seconds of each earlier session of a run, from its summary (a summary written before runs
+    recorded their sessions: its ``fit_seconds`` as one session)."""
+    sessions = summary.get("session_seconds")
+    if isinstance(sessions, list) and all(isinstance(value, (int, float)) for value in sessions):
+        return [float(value) for value in sessions]
+    seconds = summary.get("fit_seconds")
+    return [float(seconds)] if isinstance(seconds, (int, float)) else []
 
 
 def describe_run(trainer: L.Trainer, pl_module: ReportedModel, folder: Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lightning.errors import UserError
+from mnist_lightning.run_layout import partial_file_name
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -29,7 +30,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial")  # left behind only by a kill, then reused
+        partial = target.with_name(partial_file_name(target.name))  # left behind only by a kill, then reused
         try:
             with open(partial, "wb") as file:
                 torch.save(checkpoint, file)

@@ -57,6 +57,7 @@ from mnist_lightning.cli.loggers import (
     check_trackers,
     continue_tracker_runs,
     finish_tracker_runs,
+    follow_recorded_trackers,
     give_run_folder,
 )
 from mnist_lightning.cli.parse_errors import rewrite, union_problem
@@ -205,6 +206,7 @@ class MNISTLightningCLI(LightningCLI):
             log_as_the_run_did(config, args)
             keep_evaluation_with_its_run(subcommand, config)
         give_run_folder(config.trainer)
+        follow_recorded_trackers(config)
         check_trackers(config.trainer)
         continue_tracker_runs(config, subcommand if subcommand in EVALUATIONS else None)
         trusted = modules_named_in(

@@ -160,6 +160,40 @@ def command_run_folder(trainer_config: Namespace) -> Path | None:
     return (Path(init_args.save_dir) / (init_args.get("name") or "") / first).resolve()
 
 
+def recorded_trackers(config: Namespace) -> dict:
+    """The tracker runs (``trackers.json``) of the run whose checkpoint this command works on, in that run's
+    folder ({} for a new run, a checkpoint from elsewhere, or a run that logged to no tracker)."""
+    ckpt_path = config.get("ckpt_path")
+    if not is_checkpoint_file(ckpt_path):
+        return {}
+    run = run_folder_of(ckpt_path)
+    if run is None or command_run_folder(config.trainer) != run:
+        return {}
+    try:
+        recorded = json.loads((run / TRACKERS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return recorded if isinstance(recorded, dict) else {}
+
+
+def follow_recorded_trackers(config: Namespace) -> None:
+    """A command on a checkpoint of a run that logged to MLflow logs there too without being told again
+    (docs/tracking.md): when the run's ``trackers.json`` names an MLflow run and the config has no MLflow
+    logger, one is added on that run's store (``continue_tracker_runs`` then points it at the run). Before
+    :func:`check_trackers`, which checks its package and store as any logger's."""
+    mlflow = recorded_trackers(config).get("mlflow")
+    if not isinstance(mlflow, dict) or not mlflow.get("run_id") or not mlflow.get("tracking_uri"):
+        return
+    loggers = logger_configs(config.trainer)
+    if not loggers or any(is_a(logger, MLFlowLogger) for logger in loggers):
+        return  # no logger (--trainer.logger false) is a choice; an MLflow logger is continued as given
+    added = Namespace(
+        class_path="lightning.pytorch.loggers.MLFlowLogger",
+        init_args=Namespace(tracking_uri=mlflow["tracking_uri"], run_id=None, log_model=False),
+    )
+    config.trainer.logger = [*loggers, added]
+
+
 def continue_tracker_runs(config: Namespace, evaluation: str | None) -> None:
     """A command on a checkpoint of a run whose folder it works in (an evaluation kept with its run, a
     resumed fit) logs into that run's tracker runs, found in its ``trackers.json`` (MLflow: on the same
@@ -169,13 +203,7 @@ def continue_tracker_runs(config: Namespace, evaluation: str | None) -> None:
     ckpt_path = config.get("ckpt_path")
     if not is_checkpoint_file(ckpt_path):
         return
-    run = run_folder_of(ckpt_path)
-    recorded = {}
-    if run is not None and command_run_folder(config.trainer) == run:
-        try:
-            recorded = json.loads((run / TRACKERS_FILE).read_text())
-        except (OSError, ValueError):
-            pass
+    recorded = recorded_trackers(config)
     named = f"{evaluation} {Path(ckpt_path).name}" if evaluation else None
     continued = False
     for logger in logger_configs(config.trainer):

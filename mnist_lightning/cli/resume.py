@@ -24,15 +24,8 @@ from mnist_lightning.callbacks.progress import tell
 from mnist_lightning.cli.console import DEFAULT_CONFIG, LIGHTNING_COMMANDS
 from mnist_lightning.errors import UserError
 from mnist_lightning.run_layout import CONFIG_FILE, INTERRUPTED_CHECKPOINT, run_folder_of
+from mnist_lightning.schema import FREE_TRAINER_SETTINGS
 
-# trainer settings that change where, how fast or how long a run goes, or what it shows, not what it learns
-FREE_TRAINER_SETTINGS = frozenset(
-    {
-        "accelerator", "devices", "num_nodes", "strategy", "logger", "callbacks", "enable_progress_bar",
-        "enable_model_summary", "log_every_n_steps", "default_root_dir", "max_epochs", "max_steps",
-        "max_time", "num_sanity_val_steps", "profiler", "enable_checkpointing", "plugins", "sync_batchnorm",
-    }
-)  # fmt: skip
 NOT_SETTINGS = frozenset({"config", "ckpt_path", "init_from", "weights_only"})  # options of the command
 FIXED_LENGTH_SCHEDULES = ("OneCycleLR",)  # laid out over the run's planned number of steps
 

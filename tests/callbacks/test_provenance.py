@@ -71,11 +71,9 @@ def test_a_resumed_fit_appends_its_session_and_a_test_writes_its_own_beside_its_
     run = tmp_path / "lightning_logs" / "version_0"
     first, resumed = sessions_of(run)
     assert first["checkpoint"] is None and resumed["checkpoint"].endswith("last.ckpt")
-    assert (first["requirements_file"], resumed["requirements_file"]) == (
-        "requirements.txt",
-        "requirements.session2.txt",
-    )
-    assert (run / "requirements.txt").is_file() and (run / "requirements.session2.txt").is_file()
+    # the same packages: the resumed session names the first one's file, no copy
+    assert (first["requirements_file"], resumed["requirements_file"]) == ("requirements.txt",) * 2
+    assert (run / "requirements.txt").is_file() and not (run / "requirements.session2.txt").exists()
 
     last = run / "checkpoints" / "last.ckpt"
     status, _, stderr = run_main("test", *args, "--ckpt_path", last, cwd=tmp_path)

@@ -58,6 +58,39 @@ def test_mlflow_in_a_file_store_gets_the_fit_and_the_test_of_its_checkpoint(
     assert "test_acc" in runs[0].data.metrics
 
 
+def test_an_evaluation_of_a_checkpoint_logs_into_its_runs_mlflow_run_without_the_logger_given_again(
+    tmp_path, tiny_data, monkeypatch
+):
+    """trackers.json leads test and validate of the run's checkpoint to its MLflow run and store, though
+    their command line names no MLflow logger and no store (docs/tracking.md)."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "file:./mlruns")
+    data = f"--data.data_dir={tiny_data}"
+    status, _, stderr = run_main(
+        "fit", "--config", CONFIG, "--config", PRESETS / "mlflow.yaml", data, *QUICK, cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")  # the store, too, is the run's: from its trackers.json
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    for command in ("test", "validate"):
+        status, _, stderr = run_main(command, "--config", CONFIG, data, "--ckpt_path", last, cwd=tmp_path)
+        assert status == 0, stderr[-3000:]
+
+    client = MlflowClient(f"file:{tmp_path / 'mlruns'}")
+    [run] = client.search_runs([client.get_experiment_by_name("mnist-lightning").experiment_id])
+    metrics = json.loads(
+        (tmp_path / "lightning_logs" / "version_0" / "test" / "last" / "metrics.json").read_text()
+    )
+    assert run.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"])
+    assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 2  # the fit's epoch, the validate
+    assert "test/last/metrics.json" in {
+        entry.path for entry in client.list_artifacts(run.info.run_id, "test/last")
+    }
+    assert not (tmp_path / "mlflow.db").exists()  # nothing logged to MLflow's default store
+
+
 def test_wandb_offline_keeps_the_config_metrics_and_provenance_in_its_run_files(
     tmp_path, tiny_data, monkeypatch
 ):

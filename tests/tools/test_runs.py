@@ -6,6 +6,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mnist_lightning import run_states
 from mnist_lightning.cli.main import main
 
 from helpers.commands import CONFIG, QUICK
@@ -31,8 +33,10 @@ def list_runs(*args: str) -> str:
 
 @dataclass
 class LogFolder:
-    """A log folder holding a finished and tested run, one interrupted before its summary, one killed while
-    training, and a sweep of two trials."""
+    """A log folder holding a finished and tested run, one interrupted before its summary, one whose summary
+    says running without naming its process (written before runs did), a test of a checkpoint from outside
+    the log folder, a failed run without checkpoints, a live run and a killed one, and a sweep of two
+    trials."""
 
     logs: Path
     best: str  # the finished run's best checkpoint
@@ -81,6 +85,32 @@ def log_folder(tmp_path_factory, tiny_data) -> LogFolder:
     (killed / "summary.json").write_text(
         json.dumps({**summary, "status": "running", "epochs": 0, "best_score": None})
     )
+    # a test of a checkpoint from outside the log folder: its own version_4/test/model
+    outside = tmp_path / "elsewhere" / "model.ckpt"
+    outside.parent.mkdir()
+    outside.write_bytes((tmp_path / best).read_bytes())
+    status, _, err = run_main(
+        "test", "--config", CONFIG, f"--data.data_dir={tiny_data}", "--ckpt_path", outside, cwd=tmp_path
+    )
+    assert status == 0, err[-3000:]
+    # failed before its first checkpoint; its summary names version_0's best (a checkpoint callback's state)
+    failed = logs / "version_5"
+    failed.mkdir()
+    (failed / "config.yaml").write_text((logs / "version_0" / "config.yaml").read_text())
+    (failed / "summary.json").write_text(json.dumps({**summary, "status": "failed"}))
+    # training now in this process (pid and start time), and one whose process is gone (its pid reused)
+    this = {
+        "host": run_states.host_id(),
+        "pid": os.getpid(),
+        "pid_start": run_states.process_start(os.getpid()),
+    }
+    for name, process, limit in (("version_6", this, 4), ("version_7", {**this, "pid_start": "1"}, 30)):
+        (logs / name).mkdir()
+        config = yaml.safe_load((logs / "version_0" / "config.yaml").read_text())
+        config["trainer"].update(limit_train_batches=limit, max_epochs=20)
+        (logs / name / "config.yaml").write_text(yaml.safe_dump(config))
+        live = {**summary, "status": "running", "epochs": 15, "max_epochs": 20, "process": process}
+        (logs / name / "summary.json").write_text(json.dumps(live))
     sweep_file = write_sweep(tmp_path, "s", trials=2)
     status, _, err = run_sweep(*sweep_args(sweep_file, tiny_data), cwd=tmp_path)
     assert status == 0, err[-3000:]
@@ -89,7 +119,18 @@ def log_folder(tmp_path_factory, tiny_data) -> LogFolder:
 
 def test_every_run_is_listed_finished_interrupted_killed_and_swept(log_folder):
     rows = log_folder.rows()
-    assert set(rows) == {"version_0", "version_2", "version_3", "sweeps/s/trial_0", "sweeps/s/trial_1"}
+    assert set(rows) == {
+        *(
+            "version_0",
+            "version_2",
+            "version_3",
+            "version_4/test/model",
+            "version_5",
+            "version_6",
+            "version_7",
+        ),
+        *("sweeps/s/trial_0", "sweeps/s/trial_1"),
+    }
 
 
 def test_a_finished_and_tested_run_shows_its_results(log_folder):
@@ -106,9 +147,38 @@ def test_a_run_interrupted_before_its_summary_is_read_from_its_config_and_checkp
     assert interrupted["epochs"] == ">=3" and interrupted["test_acc"] == ""
 
 
-def test_a_run_killed_while_training_shows_as_running_or_killed(log_folder):
+def test_a_run_whose_summary_names_no_process_shows_as_running_or_killed(log_folder):
     killed = log_folder.rows()["version_3"]
     assert (killed["status"], killed["data.batch_size"]) == ("running/killed", "16")
+
+
+def test_a_live_run_shows_its_epoch_and_one_whose_process_is_gone_is_killed(log_folder):
+    rows = log_folder.rows()
+    assert (rows["version_6"]["status"], rows["version_6"]["epochs"]) == ("running epoch 16/20", "15")
+    assert (rows["version_7"]["status"], rows["version_7"]["epochs"]) == ("killed", "15")
+
+
+def test_a_failed_run_without_checkpoints_lists_no_best_checkpoint(log_folder):
+    failed = log_folder.rows()["version_5"]
+    assert (failed["status"], failed["best_checkpoint"]) == ("failed", "")
+
+
+def test_a_test_of_a_checkpoint_from_outside_the_log_folder_is_listed(log_folder):
+    evaluation = log_folder.rows()["version_4/test/model"]
+    assert (evaluation["status"], evaluation["best_checkpoint"]) == (
+        "evaluated",
+        str(log_folder.logs.parent / "elsewhere" / "model.ckpt"),
+    )
+    assert float(evaluation["test_acc"]) == log_folder.test_acc  # the same weights as version_0's best
+
+
+def test_trainer_settings_that_change_results_show_where_runs_differ(log_folder):
+    rows = log_folder.rows()
+    limits = {
+        name: rows[name]["trainer.limit_train_batches"] for name in ("version_0", "version_6", "version_7")
+    }
+    assert limits == {"version_0": "4", "version_6": "4", "version_7": "30"}
+    assert "trainer.devices" not in rows["version_0"]  # where a run goes, not what it learns
 
 
 def test_swept_trials_show_their_sampled_settings(log_folder):

@@ -91,7 +91,7 @@ def main(args: list[str]) -> None:
             f"'{root}' is not a folder (runs lists the runs under a log folder, e.g. lightning_logs)."
         )
     runs, evaluations = find_runs(root)
-    attach_evaluations(runs, evaluations, root)
+    runs += attach_evaluations(runs, evaluations, root)
     if options.filter:
         runs = [run for run in runs if fnmatch.fnmatch(run.name, options.filter)]
     if not runs:

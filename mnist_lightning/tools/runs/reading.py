@@ -3,7 +3,9 @@
 It reads only what runs write: ``summary.json`` (``RunSummary``), ``config.yaml`` and ``hparams.yaml``, the
 checkpoint file names (``epoch=N-val_acc=0.XXXX.ckpt``), the ``metrics.json`` files of ``test`` and the git
 commit of ``provenance.json`` (``Provenance``). A run
-interrupted or killed before writing its summary is still listed, from its config and checkpoints.
+interrupted or killed before writing its summary is still listed, from its config and checkpoints; a run
+whose summary says ``running`` is ``killed`` when its process is gone (``run_states.current_status``); a
+best checkpoint is shown only where the file is in the run's folder.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from mnist_lightning import schema
+from mnist_lightning import run_states, schema
 from mnist_lightning.run_layout import (
     CONFIG_FILE,
     HPARAMS_FILE,
@@ -46,6 +48,7 @@ class Run:
     fit_s: float | None = None
     best_checkpoint: str | None = None
     commit: str | None = None  # short hash, "+" when the tree had uncommitted changes
+    evaluation: bool = False  # an evaluation of a checkpoint from no listed run, not a fit
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -95,17 +98,20 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
     ]
     best = max(scored, key=lambda item: (item[1], -item[0]), default=None)
     if summary:
-        run.status = summary.get("status") or "?"
-        if run.status == "running":  # a summary says "running" until fit ends: killed, or still running
-            run.status = "running/killed"
-        if run.status == "stopped early":  # by EarlyStopping: after which epoch, of how many
+        run.status = run_states.current_status(summary)  # a running run whose process is gone: killed
+        if run.status == run_states.RUNNING:  # live: the epoch it is in, of how many
+            planned = summary.get("max_epochs")
+            of = f"/{planned}" if isinstance(planned, int) and planned > 0 else ""  # -1: no limit
+            run.status = f"running epoch {_count(summary.get('epochs')) + 1}{of}"
+        if run.status == run_states.STOPPED_EARLY:  # by EarlyStopping: after which epoch, of how many
             run.status = f"stopped early at {summary.get('early_stop_epoch')}/{summary.get('max_epochs')}"
         run.epochs = summary.get("epochs")
         run.val_acc = (
             summary.get("best_score") if summary.get("monitor") == "val_acc" else summary.get("val_acc_best")
         )
         run.fit_s = summary.get("fit_seconds")
-        run.best_checkpoint = summary.get("best_checkpoint")
+        bases = [Path.cwd(), *root.resolve().parents]  # where the run may have been started from
+        run.best_checkpoint = own_checkpoint(summary.get("best_checkpoint"), folder, bases)
         run.when = _timestamp(summary.get("started"))
     else:  # an older run, or one killed before training started: what its files say
         interrupted = (checkpoint_folder(folder) / INTERRUPTED_CHECKPOINT).exists()
@@ -124,6 +130,24 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
     for metrics in folder.rglob(METRICS_FILE):
         add_test_metrics(run, metrics)
     return run
+
+
+def own_checkpoint(path: Any, run: Path, bases: list[Path]) -> str | None:
+    """``path`` (a summary's best checkpoint: absolute, or relative to where the run was started, one of
+    ``bases``) as it is written, where it is a file in the run's own folder; else the file of that name in
+    the run's checkpoint folder (a moved run); else None (deleted, or never this run's)."""
+    if not isinstance(path, str) or not path:
+        return None
+    candidates = [Path(path)] if Path(path).is_absolute() else [base / path for base in bases]
+    for candidate in candidates:
+        if candidate.is_file() and run.resolve() in candidate.resolve().parents:
+            return path
+    moved = checkpoint_folder(run) / Path(path).name
+    return str(moved) if moved.is_file() else None
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
 def commit_of(provenance: dict[str, Any]) -> str | None:
@@ -147,17 +171,33 @@ def add_test_metrics(run: Run, path: Path) -> None:
         run.test_acc, run.test_acc_time = float(value), stamp
 
 
-def attach_evaluations(runs: list[Run], evaluations: list[tuple[Path, dict[str, Any]]], root: Path) -> None:
+def attach_evaluations(
+    runs: list[Run], evaluations: list[tuple[Path, dict[str, Any]]], root: Path
+) -> list[Run]:
     """A ``test`` in a folder of its own (``lightning_logs/version_N``): its metrics go to the run whose
-    checkpoint it tested (``ckpt_path`` in its config.yaml, relative to where it ran)."""
+    checkpoint it tested (``ckpt_path`` in its config.yaml, relative to where it ran). Returns the
+    evaluations of checkpoints from no listed run (from outside the log folder), each a row of its own:
+    status ``evaluated``, the checkpoint it evaluated, its test accuracy where it has one."""
     by_folder = {run.folder.resolve(): run for run in runs}
+    outside = []
     for folder, config in evaluations:
         ckpt_path, metrics = config.get("ckpt_path"), folder / METRICS_FILE
-        if not isinstance(ckpt_path, str) or not metrics.exists():
-            continue
-        run = owner_of(Path(ckpt_path), by_folder, [Path.cwd(), root, *root.resolve().parents])
+        run = None
+        if isinstance(ckpt_path, str):
+            run = owner_of(Path(ckpt_path), by_folder, [Path.cwd(), root, *root.resolve().parents])
         if run is not None:
-            add_test_metrics(run, metrics)
+            if metrics.exists():
+                add_test_metrics(run, metrics)
+            continue
+        evaluation = Run(folder=folder, name=str(folder.relative_to(root)), status="evaluated")
+        evaluation.evaluation = True  # its model and data: the checkpoint's, as the evaluation's config says
+        evaluation.hparams = flatten_config({"model": config.get("model"), "data": config.get("data")})
+        evaluation.best_checkpoint = ckpt_path if isinstance(ckpt_path, str) else None
+        evaluation.when = (folder / CONFIG_FILE).stat().st_mtime
+        if metrics.exists():
+            add_test_metrics(evaluation, metrics)
+        outside.append(evaluation)
+    return outside
 
 
 def owner_of(ckpt: Path, by_folder: dict[Path, Run], bases: list[Path]) -> Run | None:

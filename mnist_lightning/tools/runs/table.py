@@ -55,7 +55,7 @@ def run_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
         row.update(epochs=run.epochs, val_acc=run.val_acc, test_acc=run.test_acc, fit_s=run.fit_s)
         row["best_checkpoint"] = run.best_checkpoint
         rows.append(row)
-    shown = differing([run.hparams for run in runs], keys)
+    shown = differing([run.hparams for run in runs if not run.evaluation], keys)
     return rows, ["run", "when", "status", *commit_column(runs), *shown, *RESULT_COLUMNS]
 
 
@@ -90,7 +90,7 @@ def group_rows(runs: list[Run]) -> tuple[list[dict[str, Any]], list[str]]:
         row["epochs"] = _mean_sd([member.epochs for member in members if isinstance(member.epochs, int)])
         row["when"] = min(member.when or 0 for member in members)
         rows.append(row)
-    shown = differing([members[0].hparams for members in groups.values()], keys)
+    shown = differing([members[0].hparams for members in groups.values() if not members[0].evaluation], keys)
     return rows, ["run", "runs", *commit_column(runs), *shown, "epochs", "val_acc", "test_acc", "fit_s"]
 
 

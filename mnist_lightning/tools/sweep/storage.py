@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 from mnist_lightning import compat
 from mnist_lightning.cli.quiet import silenced
 from mnist_lightning.errors import UserError, first_line
+from mnist_lightning.run_states import host_id, process_alive, process_start
 from mnist_lightning.tools.sweep.spec import SweepSpec
 
 # system attributes of a trial: which process runs it, and (journal) when that process last said it was alive
@@ -93,40 +93,12 @@ def has_own_heartbeat(study) -> bool:
     return isinstance(compat.storage_of(study), JournalStorage)
 
 
-def _host_id() -> str:
-    """This machine and PID namespace: process ids are only comparable within one."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()}/{namespace}"
-
-
-def _process_start(pid: int) -> str | None:
-    """The start time of process ``pid`` (Linux), so a reused pid is not mistaken for the old process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start is None or _process_start(pid) in (None, start)
-
-
 def claim(trial, heartbeat: int) -> contextlib.AbstractContextManager:
     """Mark ``trial`` as this process's; returns what keeps its heartbeat while it runs: the sweep's
     :class:`Heartbeat` on a journal, nothing on an SQL database (``study.optimize`` runs Optuna's)."""
     storage, trial_id, pid = compat.storage_of(trial.study), compat.trial_id_of(trial), os.getpid()
     own_heartbeat = has_own_heartbeat(trial.study)
-    marks = {HOST: _host_id(), PID: pid, PID_START: _process_start(pid)}
+    marks = {HOST: host_id(), PID: pid, PID_START: process_start(pid)}
     if own_heartbeat:
         marks[HEARTBEAT] = time.time()
     for key, value in marks.items():
@@ -143,8 +115,8 @@ def why_dead(trial, grace: int, own_heartbeat: bool, now: float) -> str | None:
     if HOST not in attrs:  # asked for but not yet claimed (or its process died right then)
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         return gone if now - started > grace else None
-    if attrs[HOST] == _host_id():
-        return None if _alive(int(attrs[PID]), attrs.get(PID_START)) else gone
+    if attrs[HOST] == host_id():
+        return None if process_alive(int(attrs[PID]), attrs.get(PID_START)) else gone
     if own_heartbeat and now - float(attrs.get(HEARTBEAT, 0)) > grace:
         return f"sent no heartbeat for over {grace} s"
     return None
