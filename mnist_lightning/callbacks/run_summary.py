@@ -153,11 +153,12 @@ def describe_run(trainer: L.Trainer, pl_module: ReportedModel, folder: Path) -> 
 
 
 def early_stop_epoch(trainer: L.Trainer) -> int | None:
-    """The epoch (1 = the first) after which an ``EarlyStopping`` callback stopped the run, else None."""
+    """The epoch after which an ``EarlyStopping`` callback stopped the run, else None; counted from 0, as
+    checkpoint names and TensorBoard count epochs (``epoch=3`` is the fourth)."""
     stopped = [
         callback.stopped_epoch for callback in trainer.early_stopping_callbacks if callback.stopped_epoch
     ]
-    return min(stopped) + 1 if stopped else None  # stopped_epoch: 0-based, and 0 when it did not stop
+    return min(stopped) if stopped else None  # stopped_epoch is 0 when it did not stop: the first cannot
 
 
 def _monitoring_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:

@@ -79,9 +79,9 @@ def test_a_run_whose_val_acc_stalls_stops_early_and_runs_says_when(tmp_path, tin
     assert status == 0, stderr[-3000:]
     run = tmp_path / "lightning_logs" / "version_0"
     summary = json.loads((run / "summary.json").read_text())
-    # val_acc of epoch 1, then 3 epochs (the patience) without a better one
-    assert (summary["status"], summary["early_stop_epoch"], summary["epochs"]) == ("stopped early", 4, 4)
+    # val_acc of epoch 0, then 3 epochs (the patience) without a better one: stopped after epoch 3, 4 trained
+    assert (summary["status"], summary["early_stop_epoch"], summary["epochs"]) == ("stopped early", 3, 4)
     status, stdout, stderr = run_main("runs", "lightning_logs", "--format", "csv", cwd=tmp_path)
     assert status == 0, stderr
     [row] = csv.DictReader(io.StringIO(stdout))
-    assert (row["status"], row["epochs"]) == ("stopped early at 4/10", "4")
+    assert (row["status"], row["epochs"]) == ("stopped early after 4/10 epochs", "4")

@@ -104,7 +104,7 @@ def read_run(folder: Path, root: Path, config: dict[str, Any], files: list[str])
             of = f"/{planned}" if isinstance(planned, int) and planned > 0 else ""  # -1: no limit
             run.status = f"running epoch {_count(summary.get('epochs')) + 1}{of}"
         if run.status == run_states.STOPPED_EARLY:  # by EarlyStopping: after which epoch, of how many
-            run.status = f"stopped early at {summary.get('early_stop_epoch')}/{summary.get('max_epochs')}"
+            run.status = f"stopped early after {summary.get('epochs')}/{summary.get('max_epochs')} epochs"
         run.epochs = summary.get("epochs")
         run.val_acc = (
             summary.get("best_score") if summary.get("monitor") == "val_acc" else summary.get("val_acc_best")
