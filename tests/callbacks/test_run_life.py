@@ -14,16 +14,8 @@ import pytest
 from mnist_lightning import run_states
 from mnist_lightning.run_layout import partial_file_name
 
-from helpers.commands import CONFIG
+from helpers.commands import CONFIG, SMALL
 from helpers.inprocess import run_main
-
-SMALL = (
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--data.batch_size=32",
-    "--data.val_size=64",
-)
 
 
 def fit(cwd: Path, tiny_data: Path, *extra: str) -> None:

@@ -9,16 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.commands import CONFIG
+from helpers.commands import CONFIG, SMALL
 from helpers.inprocess import run_main
-
-SMALL = (
-    "--trainer.limit_train_batches=4",
-    "--trainer.limit_val_batches=2",
-    "--trainer.enable_progress_bar=false",
-    "--data.batch_size=32",
-    "--data.val_size=64",
-)
 
 
 def fingerprint(folder: Path) -> dict[str, str]:

@@ -35,15 +35,15 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-# Arguments that make a CLI run tiny: a couple of small batches, no progress bar.
-QUICK = (
-    "--trainer.max_epochs=1",
+# Arguments that make a CLI run small: a couple of small batches per epoch, no progress bar; QUICK: one epoch.
+SMALL = (
     "--trainer.limit_train_batches=4",
     "--trainer.limit_val_batches=2",
     "--trainer.enable_progress_bar=false",
     "--data.batch_size=32",
     "--data.val_size=64",
 )
+QUICK = ("--trainer.max_epochs=1", *SMALL)
 
 
 def run_cli(
