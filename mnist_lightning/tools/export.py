@@ -32,7 +32,9 @@ from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, ra
 from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
+from mnist_lightning.tools import model_card
 from mnist_lightning.tools.pt2_archive import UnsafeArchive, check_pt2_archive
+from mnist_lightning.tools.quantize import add_quantize_option, check_quantizable, quantize_checked
 
 INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
 INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on black"
@@ -305,26 +307,28 @@ def export(
     data_dir: str | None,
     overwrite: bool = False,
     trusted_modules: Sequence[str] = (),
+    quantize: str | None = None,
 ) -> ExportCheck:
-    """Write ``output`` from ``ckpt_path``, check it (:func:`check_images`) and print the result.
+    """Write ``output`` from ``ckpt_path``, check it (:func:`check_images`), print the result and write its
+    model card beside it (``model_card.py``); ``quantize="int8"``: the checked ONNX file quantized
+    (``quantize.py``) is what is written.
 
-    The file is written under a temporary name and renamed to ``output`` only when the check passes, so a
-    failed export leaves no file behind (nor a stale one of an earlier export in its place). An existing
-    ``output`` is a UserError unless ``overwrite``.
+    The file is written under a temporary name and renamed to ``output`` only when the checks pass, so a
+    failed export leaves no file behind (nor a stale one of an earlier export in its place); the card is
+    written once the file is in place. An existing ``output`` or card is a UserError unless ``overwrite``.
     """
     format_name, runtime, write, load = format_of(output)
+    check_quantizable(quantize, format_name, output)
     target = Path(output)
-    if target.exists() and not overwrite:
-        raise UserError(
-            f"'{output}' already exists; add --overwrite to replace it, or choose another --output."
-        )
+    model_card.refuse_existing(target, overwrite)
     checkpoint = read_checkpoint(ckpt_path, trusted_modules)
     classifier, spec = classifier_of(checkpoint, ckpt_path)
+    facts = model_card.training_facts(checkpoint, ckpt_path)
     model = ProbabilityModel(classifier.net, spec.mean, spec.std).eval()
-    checked = check_images(data_folder(checkpoint, data_dir), spec)
-    partial = target.with_name(
-        f".partial-{target.name}"
-    )  # keeps the suffix, which torch.export.load requires
+    data_dir = data_folder(checkpoint, data_dir)
+    checked = check_images(data_dir, spec)
+    # the temporary names keep the suffix, which torch.export.load requires
+    partial, quantized = (target.with_name(f".{kind}-{target.name}") for kind in ("partial", "int8"))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write(model, spec, partial)
@@ -332,17 +336,24 @@ def export(
         if not check.passed:
             mismatch = describe_check(check, runtime, checked)
             raise UserError(f"the exported file does not match the checkpoint. {mismatch}")
+        reports = [describe_check(check, runtime, checked)]
+        if quantize is not None:  # the int8 file replaces the checked float one
+            reports.append(quantize_checked(partial, quantized, data_dir, spec, facts.data, checked))
+        card = model_card.build_card(target, load(partial)[0], spec, facts, data_dir, checked, reports)
         partial.replace(target)
+        model_card.write_card(target, card)
     except OSError as err:
         raise UserError(f"cannot write '{output}' ({err.strerror or err}).") from None
     finally:
         partial.unlink(missing_ok=True)
+        quantized.unlink(missing_ok=True)
     size_kb = target.stat().st_size / 1000
+    kind = f"{format_name}, int8" if quantize else format_name
     print(
-        f"Wrote {target} ({format_name}, {size_kb:.1f} kB): input '{INPUT_NAME}' {INPUT_CONVENTION}; "
+        f"Wrote {target} ({kind}, {size_kb:.1f} kB): input '{INPUT_NAME}' {INPUT_CONVENTION}; "
         f"output '{OUTPUT_NAME}' (N, {spec.num_classes}), {spec.name} classes {', '.join(spec.classes)}."
     )
-    print(describe_check(check, runtime, checked))
+    print("\n".join([*reports, model_card.card_summary(target)]))
     return check
 
 
@@ -360,7 +371,7 @@ def add_trust_option(parser: argparse.ArgumentParser) -> None:
 
 def main(args: list[str]) -> None:
     """``python -m mnist_lightning export --ckpt_path CKPT --output FILE.onnx|FILE.pt2 [--data.data_dir DIR]
-    [--overwrite] [--trust MODULE]``."""
+    [--overwrite] [--trust MODULE] [--quantize int8]``."""
     parser = CommandParser(
         "export",
         description="Export a checkpoint to ONNX (.onnx) or torch.export (.pt2), checked against it on the "
@@ -377,7 +388,9 @@ def main(args: list[str]) -> None:
         "synthetic images",
     )
     parser.add_argument("--data_dir", dest="data_dir", help=argparse.SUPPRESS)  # the earlier name
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output and its card")
+    add_quantize_option(parser)
     add_trust_option(parser)
     options = parser.parse_args(args)
-    export(options.ckpt_path, options.output, options.data_dir, options.overwrite, options.trust)
+    trusted, quantize = options.trust, options.quantize
+    export(options.ckpt_path, options.output, options.data_dir, options.overwrite, trusted, quantize)

@@ -59,7 +59,11 @@ def test_export_to_onnx_from_the_command_line(tmp_path, tiny_data, tiny_checkpoi
         rf"max probability difference \S+ \(tolerance 1e-05\), same prediction for {TINY_TEST}/{TINY_TEST}",
         result.stdout,
     )
-    assert [path.name for path in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "model.onnx",
+        "model.onnx.md",
+        "model.onnx.reliability.png",
+    ]  # the file and its card (test_model_card.py), no temporary file left
 
     session = onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
@@ -121,8 +125,9 @@ def test_export_without_the_data_set_checks_on_synthetic_images_and_says_so(
         f"Check passed on 512 fixed synthetic images (no MNIST test set in '{nowhere / 'MNIST' / 'raw'}'; "
         f"--data.data_dir names the folder holding MNIST/raw/), onnxruntime vs the checkpoint: "
     ) in stdout
-    assert stdout.rstrip().endswith("same prediction for 512/512.")  # no accuracy: the images have no labels
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx"]
+    check_line = next(line for line in stdout.splitlines() if line.startswith("Check passed"))
+    assert check_line.endswith("same prediction for 512/512.")  # no accuracy: the images have no labels
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.onnx", "model.onnx.md"]
 
 
 def test_without_data_dir_the_checkpoints_own_data_folder_is_used(tmp_path, tiny_checkpoint, capsys):
