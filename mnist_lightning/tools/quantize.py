@@ -176,15 +176,15 @@ def probabilities_of(path: Path, images: np.ndarray, batch: int = 1000) -> np.nd
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-def single_image_latencies(paths: list[Path], image: np.ndarray, runs: int = LATENCY_RUNS) -> list[float]:
-    """The median time in milliseconds of one single-image run of each file (onnxruntime, one thread); the
-    files take turns run by run, so a busy moment of the machine costs each of them alike."""
+def single_image_latencies(paths: list[Path], image: np.ndarray) -> list[float]:
+    """The median time in milliseconds of ``LATENCY_RUNS`` single-image runs of each file (onnxruntime, one
+    thread); the files take turns run by run, so a busy moment of the machine costs each of them alike."""
     predictors = [one_thread_predictor(path) for path in paths]
     timings: list[list[float]] = [[] for _ in paths]
     for _ in range(20):  # warm-up
         for predict in predictors:
             predict(image)
-    for _ in range(runs):
+    for _ in range(LATENCY_RUNS):
         for predict, times in zip(predictors, timings, strict=True):
             start = time.perf_counter()
             predict(image)
