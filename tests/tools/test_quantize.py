@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 
 import numpy as np
 import onnx
@@ -35,11 +36,15 @@ def test_an_int8_export_is_quantized_checked_against_the_float_file_and_reported
     float_file, int8_file = tmp_path / "float" / "model.onnx", tmp_path / "model.onnx"
     run_export("--ckpt_path", tiny_checkpoint, "--output", float_file, "--data.data_dir", tiny_data)
     capsys.readouterr()
-    run_export(
-        "--ckpt_path", tiny_checkpoint, "--output", int8_file, "--data.data_dir", tiny_data,
-        "--quantize", "int8",
-    )  # fmt: skip
-    stdout = capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_export(
+            "--ckpt_path", tiny_checkpoint, "--output", int8_file, "--data.data_dir", tiny_data,
+            "--quantize", "int8",
+        )  # fmt: skip
+    assert [str(warning.message) for warning in caught] == []
+    stdout, stderr = capsys.readouterr()
+    assert stderr == ""
 
     images, labels = load_split(tiny_data, train=False)
     float_classes, int8_classes = file_classes(float_file, images), file_classes(int8_file, images)
