@@ -48,7 +48,7 @@ def training_facts(checkpoint: dict, ckpt_path: str) -> TrainingFacts:
     for folder in list(Path(ckpt_path).resolve().parents)[:2]:
         sessions = read_sessions(folder / PROVENANCE_FILE)
         if sessions and isinstance(sessions[0], dict):
-            provenance = sessions[0]
+            provenance = _readable(sessions[0])
             break
     return TrainingFacts(
         model=dict(checkpoint.get("hyper_parameters") or {}),
@@ -57,6 +57,18 @@ def training_facts(checkpoint: dict, ckpt_path: str) -> TrainingFacts:
         global_step=int(checkpoint.get("global_step", 0)),
         provenance=provenance,
     )
+
+
+def _readable(session: dict) -> dict[str, Any]:
+    """The parts of a provenance session the card shows, with only well-formed entries: a file like any
+    other, ``provenance.json`` may have been edited or damaged."""
+    data = session.get("data") if isinstance(session.get("data"), list) else []
+    files = [
+        e
+        for e in data
+        if isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str)
+    ]
+    return {"data": files, "git": session.get("git") if isinstance(session.get("git"), dict) else {}}
 
 
 def card_paths(target: Path) -> tuple[Path, Path]:
@@ -94,12 +106,13 @@ def _data_section(facts: TrainingFacts, spec: DatasetSpec, data_dir: str) -> str
     else:
         folder = raw_folder(data_dir, spec.name)
         recorded = fingerprints.file_hashes([folder / name for name in RAW_FILES[True]])
-        source = "computed now from the files in `--data.data_dir` (the checkpoint is not in a run folder)"
+        source = "computed now from the files in `--data.data_dir` (no record of them beside the checkpoint)"
     rows = [(f"`{Path(entry['path']).name}`", f"`{entry['sha256']}`") for entry in recorded]
     hashes = (
         _table(("file", "SHA-256"), rows) if rows else "No training files found: their SHA-256 is unknown."
     )
-    val_size, seed = facts.data.get("val_size", 0), facts.data.get("seed", "?")
+    val_size, seed = facts.data.get("val_size"), facts.data.get("seed", "?")
+    val_size = val_size if isinstance(val_size, int) else 0
     split = f"{spec.train_size - val_size} training images, {val_size} held out for validation (seed {seed})"
     return f"## Data\n\n{spec.name}: {split}. The training files' SHA-256, {source}:\n\n{hashes}\n"
 

@@ -129,6 +129,22 @@ def test_a_card_outside_a_run_folder_computes_the_data_hashes_and_says_the_commi
     assert "| code | unknown (no `provenance.json` with a git commit beside the checkpoint) |" in card
 
 
+def test_a_damaged_provenance_json_is_read_for_what_it_holds_and_the_card_still_written(
+    tmp_path, tiny_data, tiny_checkpoint, capsys
+):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    checkpoint = shutil.copy(tiny_checkpoint, run / "checkpoints" / "model.ckpt")
+    sessions = [{"data": [{"path": 3}, "not a file", {"path": "x", "sha256": None}], "git": "not a dict"}]
+    (run / "provenance.json").write_text(json.dumps({"format": 1, "sessions": sessions}))
+    run_export("--ckpt_path", checkpoint, "--output", tmp_path / "model.onnx", "--data.data_dir", tiny_data)
+    card = (tmp_path / "model.onnx.md").read_text()
+    assert (
+        "computed now from the files in `--data.data_dir` (no record of them beside the checkpoint)" in card
+    )
+    assert "| code | unknown (no `provenance.json` with a git commit beside the checkpoint) |" in card
+
+
 def test_without_the_test_set_the_card_says_which_figures_it_could_not_compute(
     tmp_path, tiny_checkpoint, capsys
 ):
