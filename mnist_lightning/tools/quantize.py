@@ -1,10 +1,11 @@
 """``export --quantize int8``: an exported ONNX file quantized to int8 and checked against the float one.
 
 Static quantization by onnxruntime (``quantize_static``, QDQ format, the layout its CPU kernels are optimized
-for): the weights of the matrix products and convolutions are stored as int8, their inputs are quantized to
-uint8 with ranges calibrated on training images of the checkpoint's own training split (never the test set),
-prepared as the file expects them. The softmax stays in float, so the probabilities keep their resolution.
-The int8 file is kept only when its test accuracy is at most ``MAX_ACCURACY_DROP`` below the float file's.
+for): the weights of the matrix products and convolutions are stored as int8, the activations between them
+(through ReLU, pooling and reshaping) are quantized to uint8 with ranges calibrated on training images of
+the checkpoint's own training split (never the test set), prepared as the file expects them. The softmax
+stays in float, so the probabilities keep their resolution. The int8 file is kept only when its test
+accuracy is at most ``MAX_ACCURACY_DROP`` below the float file's.
 """
 
 from __future__ import annotations
@@ -32,15 +33,8 @@ MAX_ACCURACY_DROP = 0.005  # 0.5 points of test accuracy: the largest loss an in
 CALIBRATION_IMAGES = 1000  # training images whose activations set the quantization ranges
 CALIBRATION_SEED = 0
 CALIBRATION_BATCH = 100
-QUANTIZED_OPS = [
-    "MatMul",
-    "Gemm",
-    "Conv",
-    "Relu",
-    "MaxPool",
-    "Flatten",
-    "Reshape",
-]  # the float work; the softmax output stays float
+# the operators quantized: the float work and what lies between (no Softmax: the probabilities stay float)
+QUANTIZED_OPS = ("MatMul", "Gemm", "Conv", "Relu", "MaxPool", "Flatten", "Reshape")
 LATENCY_RUNS = 500  # single-image runs of each file, taken in turn, for the median latency
 
 
@@ -120,7 +114,7 @@ def quantize_int8(source: Path, target: Path, images: np.ndarray) -> None:
             str(target),
             _Batches(input_name, images),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=QUANTIZED_OPS,
+            op_types_to_quantize=list(QUANTIZED_OPS),
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
