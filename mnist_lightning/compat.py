@@ -118,6 +118,46 @@ def runs_no_subcommand(cli_class: type) -> type:
     return type(cli_class.__name__, (cli_class,), {**names, "_run_subcommand": lambda self, subcommand: None})
 
 
+def merges_hyperparameters_of(checkpoint_of: Callable[[Any], dict | None]) -> Callable[[type], type]:
+    """A class decorator: the LightningCLI class merges the hyperparameters of the checkpoint
+    ``checkpoint_of(cli)`` returns (the ``--ckpt_path`` file the command already read and checked) into
+    its config, instead of loading the file once more for them.
+
+    LightningCLI's ``_parse_ckpt_path`` (lightning 2.6, called between parsing and building the objects,
+    replaceable through nothing public) ``torch.load``s the whole ``--ckpt_path`` file to merge its
+    ``hyper_parameters`` into the model's config; this does the same merge, as lightning 2.6 writes it,
+    from the dict in hand. Where ``checkpoint_of`` returns None, Lightning's own method runs."""
+    import copy
+    import sys
+
+    def decorate(cli_class: type) -> type:
+        lightnings = cli_class._parse_ckpt_path
+
+        def _parse_ckpt_path(self) -> None:
+            checkpoint = checkpoint_of(self) if self.config.get("subcommand") else None
+            if checkpoint is None:
+                return lightnings(self)
+            hparams = copy.deepcopy(checkpoint.get("hyper_parameters") or {})
+            hparams.pop("_instantiator", None)
+            if not hparams:
+                return None
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+            try:
+                self.config = self.parser.parse_object(
+                    {self.config.subcommand: {"model": hparams}}, self.config
+                )
+            except SystemExit:
+                sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+                raise
+            return None
+
+        names = {name: getattr(cli_class, name) for name in ("__module__", "__qualname__", "__doc__")}
+        return type(cli_class.__name__, (cli_class,), {**names, "_parse_ckpt_path": _parse_ckpt_path})
+
+    return decorate
+
+
 def logging_step(trainer: Any) -> int:
     """The step Lightning logs epoch metrics at (``fit_loop.epoch_loop._batches_that_stepped``, lightning
     2.6; ``trainer.global_step`` counts optimizer steps, and an evaluation does not restore it)."""

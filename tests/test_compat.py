@@ -74,6 +74,31 @@ def test_the_cli_keeps_a_parser_per_subcommand_and_can_build_a_fit_without_runni
     assert not hasattr(probe, "trainer"), "parsed and built: a fit that ran would have needed a Trainer"
 
 
+def test_the_cli_merges_the_hyperparameters_of_the_checkpoint_it_read_without_loading_it_again(
+    tmp_path, tiny_data, tiny_checkpoint, monkeypatch
+):
+    """``compat.merges_hyperparameters_of``: the model settings come from the checkpoint the command read at
+    parse time (its label_smoothing, not the config's), and the file is loaded only that once."""
+    from mnist_lightning.cli.lightning_cli import build_cli
+    from mnist_lightning.tools.sweep.trials import ProbeCLI, bare_argv
+
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["label_smoothing"] = 0.25
+    path = tmp_path / "smoothed.ckpt"
+    torch.save(checkpoint, path)
+    loaded, torch_load = [], torch.load
+    monkeypatch.setattr(
+        torch, "load", lambda source, *a, **k: loaded.append(source) or torch_load(source, *a, **k)
+    )
+    with bare_argv():
+        probe = build_cli(
+            ["test", "--config", str(CONFIG), f"--data.data_dir={tiny_data}", "--ckpt_path", str(path)],
+            cli_class=ProbeCLI,
+        )
+    assert probe.config.test.model.label_smoothing == 0.25
+    assert [str(source) for source in loaded].count(str(path)) == 1
+
+
 def test_the_hparams_summary_lands_in_the_loggers_event_file(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

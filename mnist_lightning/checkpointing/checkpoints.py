@@ -109,8 +109,11 @@ def find_resumable(log_root: str | Path) -> Path | None:
 
 
 def best_checkpoint_of(checkpoint_path: Path) -> str:
-    """The best checkpoint recorded by the monitoring ModelCheckpoint in ``checkpoint_path``'s saved state."""
-    states = torch.load(checkpoint_path, map_location="cpu", weights_only=True).get("callbacks", {})
+    """The best checkpoint recorded by the monitoring ModelCheckpoint in ``checkpoint_path``'s saved state.
+
+    Only the callbacks' state is needed: the file is mapped (``mmap``), so its tensors are never read."""
+    saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    states = saved.get("callbacks", {})
     for state in states.values():
         if state.get("monitor") and state.get("best_model_path"):
             return state["best_model_path"]

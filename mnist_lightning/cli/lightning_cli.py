@@ -114,6 +114,7 @@ class ConciseArgumentParser(LightningArgumentParser):
         return f" (did you mean {', '.join(matches)}?)" if matches else ""
 
 
+@compat.merges_hyperparameters_of(lambda cli: cli.checkpoint)
 class MNISTLightningCLI(LightningCLI):
     """``fit``, ``validate``, ``test`` and ``predict`` for the classifier, configured by YAML files.
 
@@ -125,7 +126,7 @@ class MNISTLightningCLI(LightningCLI):
     prediction files come from the callbacks the config lists (``mnist_lightning.callbacks``).
     """
 
-    checkpoint: dict | None = None  # the --ckpt_path file, read at parse time, checked against the model
+    checkpoint: dict | None = None  # the --ckpt_path file, read once at parse time (checked, settings taken)
     init_checkpoint: dict | None = None  # fit --init_from: the checkpoint whose weights a new run starts from
     requested_net: Namespace | None = None  # model.net as the config and command line gave it
 

@@ -213,6 +213,26 @@ def test_validate_and_predict_with_ckpt_path_best_use_the_newest_runs_best_check
     assert (run / "predict" / Path(best).stem / "test_set" / "predictions.csv").is_file()
 
 
+def test_test_with_ckpt_path_best_reads_the_chosen_checkpoint_once_before_the_trainer(
+    tmp_path, tiny_data, monkeypatch
+):
+    """``test --ckpt_path best`` loads the best checkpoint once to check it and take its settings, and the
+    Trainer once to restore it: no third read of the whole file for LightningCLI's hyperparameter merge."""
+    best = (tmp_path / best_checkpoint(fit_tiny(tmp_path, tiny_data, "--trainer.max_epochs=2"))).resolve()
+    loaded, torch_load = [], torch.load
+
+    def counting_load(source, *args, **kwargs):
+        name = source if isinstance(source, (str, os.PathLike)) else getattr(source, "path", source.name)
+        loaded.append(Path(name).resolve())
+        return torch_load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    args = ("--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK[3:], "--ckpt_path", "best")
+    status, _, stderr = run_main("test", *args, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    assert loaded.count(best) == 2, loaded
+
+
 def test_fast_config_trains_with_a_one_cycle_rate_stepped_per_batch(tmp_path, tiny_data):
     fast = REPO / "configs" / "fast.yaml"
     fit_tiny(tmp_path, tiny_data, "--config", fast, *QUICK, "--trainer.max_epochs=2")
