@@ -177,21 +177,48 @@ def recorded_trackers(config: Namespace) -> dict:
 
 
 def follow_recorded_trackers(config: Namespace) -> None:
-    """A command on a checkpoint of a run that logged to MLflow logs there too without being told again
-    (docs/tracking.md): when the run's ``trackers.json`` names an MLflow run and the config has no MLflow
-    logger, one is added on that run's store (``continue_tracker_runs`` then points it at the run). Before
-    :func:`check_trackers`, which checks its package and store as any logger's."""
-    mlflow = recorded_trackers(config).get("mlflow")
-    if not isinstance(mlflow, dict) or not mlflow.get("run_id") or not mlflow.get("tracking_uri"):
-        return
+    """A command on a checkpoint of a run that logged to MLflow or W&B logs there too without being told
+    again (docs/tracking.md): for each tracker run the run's ``trackers.json`` names whose kind of logger
+    the config lacks, one is added (MLflow on that run's store, W&B in that run's project and files folder);
+    ``continue_tracker_runs`` then points it at the run. Before :func:`check_trackers`, which checks its
+    package and store as any logger's."""
     loggers = logger_configs(config.trainer)
-    if not loggers or any(is_a(logger, MLFlowLogger) for logger in loggers):
-        return  # no logger (--trainer.logger false) is a choice; an MLflow logger is continued as given
-    added = Namespace(
-        class_path="lightning.pytorch.loggers.MLFlowLogger",
-        init_args=Namespace(tracking_uri=mlflow["tracking_uri"], run_id=None, log_model=False),
+    if not loggers:
+        return  # no logger (--trainer.logger false) is a choice
+    recorded = recorded_trackers(config)
+    followed = (
+        (MLFlowLogger, mlflow_logger(recorded.get("mlflow"))),
+        (WandbLogger, wandb_logger(recorded.get("wandb"))),
     )
-    config.trainer.logger = [*loggers, added]
+    added = [
+        logger
+        for cls, logger in followed
+        if logger is not None and not any(is_a(given, cls) for given in loggers)  # given: continued as given
+    ]
+    if added:
+        config.trainer.logger = [*loggers, *added]
+
+
+def mlflow_logger(recorded: object) -> Namespace | None:
+    """An MLflow logger on the store of the MLflow run ``trackers.json`` records, None without one."""
+    if not isinstance(recorded, dict) or not recorded.get("run_id") or not recorded.get("tracking_uri"):
+        return None
+    return Namespace(
+        class_path="lightning.pytorch.loggers.MLFlowLogger",
+        init_args=Namespace(tracking_uri=recorded["tracking_uri"], run_id=None, log_model=False),
+    )
+
+
+def wandb_logger(recorded: object) -> Namespace | None:
+    """A W&B logger in the project of the W&B run ``trackers.json`` records, its files where that run's are
+    (the run's ``dir`` is ``<save_dir>/wandb/<run>/files``), None without one."""
+    if not isinstance(recorded, dict) or not recorded.get("id") or not recorded.get("project"):
+        return None
+    init_args = Namespace(project=recorded["project"], id=None, version=None, log_model=False)
+    files = Path(str(recorded.get("dir") or ""))
+    if files.is_absolute() and len(files.parents) > 3 and files.parents[1].name == "wandb":
+        init_args.save_dir = str(files.parents[2])
+    return Namespace(class_path="lightning.pytorch.loggers.WandbLogger", init_args=init_args)
 
 
 def continue_tracker_runs(config: Namespace, evaluation: str | None) -> None:

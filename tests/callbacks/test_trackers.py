@@ -116,12 +116,41 @@ def test_wandb_offline_keeps_the_config_metrics_and_provenance_in_its_run_files(
     assert recorded["project"] == "mnist-lightning" and recorded["id"] in run.name
 
 
+def test_an_evaluation_of_a_checkpoint_logs_into_its_runs_wandb_run_without_the_logger_given_again(
+    tmp_path, tiny_data, monkeypatch
+):
+    """trackers.json leads a test of the run's checkpoint to its W&B run (the same id, in the same wandb
+    folder: the evaluation's files and images are among the run's), though its command line names no W&B
+    logger (docs/tracking.md)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data = f"--data.data_dir={tiny_data}"
+    status, _, stderr = run_main(
+        "fit", "--config", CONFIG, "--config", PRESETS / "wandb.yaml", data, *QUICK, cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    folder = tmp_path / "lightning_logs" / "version_0"
+    run_id = json.loads((folder / "trackers.json").read_text())["wandb"]["id"]
+    last = folder / "checkpoints" / "last.ckpt"
+    status, _, stderr = run_main("test", "--config", CONFIG, data, "--ckpt_path", last, cwd=tmp_path)
+    assert status == 0, stderr[-3000:]
+    assert sys.modules["wandb"].run is None
+
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))  # offline, each session of a run has a folder
+    assert len(runs) == 2 and all(run.name.endswith(run_id) for run in runs), runs
+    tested = runs[-1] / "files"  # the test's session: its folder is named after the time it started
+    metrics = folder / "test" / "last" / "metrics.json"
+    assert (tested / "version_0" / "test" / "last" / "metrics.json").read_text() == metrics.read_text()
+    assert list((tested / "media" / "images").glob("test_confusion_matrix_*.png"))
+
+
 def wandb_record(run: Path, wanted: tuple[bytes, ...], deadline: float = 60) -> bytes:
     """The run's ``.wandb`` record once it holds ``wanted`` (or at the deadline): W&B's own service process
-    writes it, sometimes a moment after the run has finished."""
+    writes it (and may create it), sometimes a moment after the run has finished."""
     end = time.monotonic() + deadline
     while True:
-        record = next(run.glob("*.wandb")).read_bytes()
+        found = next(run.glob("*.wandb"), None)
+        record = found.read_bytes() if found is not None else b""
         if all(text in record for text in wanted) or time.monotonic() > end:
             return record
         time.sleep(0.2)
