@@ -59,6 +59,17 @@ def parse_args(args: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_own_and_fit_options(args)
 
 
+def end_processes_together(trainer) -> None:
+    """Under DDP, every process waits for rank 0's report, then the process group is closed. The tuner runs
+    no ``Trainer.fit`` teardown, and a process that exited with gloo's threads still running was aborted
+    ("terminate called without an active exception", exit -6) now and then."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        trainer.strategy.barrier("lr_find report")
+        dist.destroy_process_group()
+
+
 class LRFindCLI(MNISTLightningCLI):
     """``fit``'s parser, checks and objects, with ``Tuner.lr_find`` run instead of ``Trainer.fit``."""
 
@@ -89,9 +100,12 @@ class LRFindCLI(MNISTLightningCLI):
         )  # fmt: skip
         if finder is None:
             raise UserError("lr_find runs no search with trainer.fast_dev_run; leave that out.")
-        if self.trainer.is_global_zero:
-            rates = finder.results["lr"][: len(losses.values)]
-            self.report(rates, losses.values[: len(rates)], type(self.trainer.optimizers[0]).__name__)
+        try:
+            if self.trainer.is_global_zero:
+                rates = finder.results["lr"][: len(losses.values)]
+                self.report(rates, losses.values[: len(rates)], type(self.trainer.optimizers[0]).__name__)
+        finally:
+            end_processes_together(self.trainer)
 
     def report(self, rates: list[float], losses: list[float], optimizer: str) -> None:
         """The points (lr_find.csv), the plot (lr_find.png) and the suggestion, from the same numbers."""
