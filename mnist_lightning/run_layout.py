@@ -17,6 +17,7 @@ file name written elsewhere. Torch-free: ``runs`` reads runs with it without imp
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -137,3 +138,14 @@ def input_name(predict_path: str | None) -> str:
     name = path.parent.name if any(char in path.name for char in "*?[") else path.name
     readable = re.sub(r"[^\w.-]+", "_", name).strip("_.") or "files"
     return f"{readable}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A run's JSON file (``summary.json``, ``provenance.json``, ``trackers.json``, ``metrics.json``) as a
+    dict: {} when it is missing, unreadable or not a JSON object (a run's files are data, perhaps half
+    written or from elsewhere)."""
+    try:
+        content = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return content if isinstance(content, dict) else {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from mnist_lightning import run_states, schema
 from mnist_lightning.callbacks.outputs import global_seed, local_time, write_json, writes_files
 from mnist_lightning.callbacks.protocols import ReportedModel
-from mnist_lightning.run_layout import SUMMARY_FILE, checkpoint_folder, partial_file_name, run_folder
+from mnist_lightning.run_layout import (
+    SUMMARY_FILE,
+    checkpoint_folder,
+    partial_file_name,
+    read_json,
+    run_folder,
+)
 
 
 class RunSummary(L.Callback):
@@ -85,7 +90,7 @@ class RunSummary(L.Callback):
             return
         if self._earlier is None:  # a resumed fit continues the record of its run
             resumed = trainer.ckpt_path is not None and (folder / SUMMARY_FILE).is_file()
-            self._earlier = _read_json(folder / SUMMARY_FILE) if resumed else {}
+            self._earlier = read_json(folder / SUMMARY_FILE) if resumed else {}
         summary = describe_run(trainer, pl_module, folder)
         sessions = _session_seconds(self._earlier)
         sessions.append(0.0 if self._start is None else round(time.monotonic() - self._start, 2))
@@ -102,14 +107,6 @@ class RunSummary(L.Callback):
             summary["error"] = error
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / SUMMARY_FILE, summary)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return content if isinstance(content, dict) else {}
 
 
 def _session_seconds(summary: dict[str, Any]) -> list[float]:

@@ -5,7 +5,6 @@ tracker run (MLflow, W&B) continued by the commands that work in the folder of t
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import pydoc
 import sys
@@ -23,6 +22,7 @@ from mnist_lightning.run_layout import (
     LOG_ROOT,
     TRACKERS_FILE,
     next_version_folder,
+    read_json,
     run_folder_of,
     version_folder_name,
 )
@@ -169,11 +169,7 @@ def recorded_trackers(config: Namespace) -> dict:
     run = run_folder_of(ckpt_path)
     if run is None or command_run_folder(config.trainer) != run:
         return {}
-    try:
-        recorded = json.loads((run / TRACKERS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return recorded if isinstance(recorded, dict) else {}
+    return read_json(run / TRACKERS_FILE)
 
 
 def follow_recorded_trackers(config: Namespace) -> None:

@@ -29,6 +29,7 @@ from mnist_lightning.run_layout import (
     SCORED_CHECKPOINT,
     SUMMARY_FILE,
     checkpoint_folder,
+    read_json,
 )
 
 EVAL_KEYS = ("verbose", "return_predictions")  # in the config.yaml of test/validate/predict, never of fit
@@ -55,14 +56,6 @@ def read_yaml(path: Path) -> dict[str, Any]:
     try:  # libyaml's loader when PyYAML has it: several times quicker (benchmarks/NOTES.md)
         content = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
-        return {}
-    return content if isinstance(content, dict) else {}
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        content = json.loads(path.read_text())
-    except (OSError, ValueError):
         return {}
     return content if isinstance(content, dict) else {}
 
