@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from PIL import Image
 from pydantic import BaseModel
 
-from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.data.digits import prepare_digit
 
 
 class Digit(BaseModel):
@@ -43,7 +43,7 @@ def build_app(model_path: str, threads: int | None = None) -> FastAPI:
     @app.post("/predict")
     def predict(digit: Digit) -> dict:
         data = base64.b64decode(digit.image.rpartition(",")[2])
-        pixels = prepare_digit(Image.open(io.BytesIO(data))).numpy()
+        pixels = prepare_digit(Image.open(io.BytesIO(data)))
         images = (pixels[None, None] / np.float32(255)).astype(np.float32)
         probabilities = session.run(None, {"images": images})[0][0]
         best = int(probabilities.argmax())

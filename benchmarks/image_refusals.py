@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.data.digits import prepare_digit
 from mnist_lightning.data.untrusted_images import UnreadableImage, open_image
 
 from helpers import bombs

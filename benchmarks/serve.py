@@ -60,7 +60,7 @@ from serve_report import SERVERS, Measured, checks_and_memory, cpu_table, markdo
 
 from mnist_lightning.callbacks.fingerprints import cpu_model
 from mnist_lightning.data.datasets import load_split
-from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.data.digits import prepare_digit
 
 REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = REPO / "benchmarks" / "post_bodies.lua"
@@ -125,8 +125,7 @@ def local_predictions(onnx_path: str, bodies: list[bytes]) -> np.ndarray:
 
     session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
     digits = [
-        prepare_digit(Image.open(io.BytesIO(base64.b64decode(json.loads(body)["image"])))).numpy()
-        for body in bodies
+        prepare_digit(Image.open(io.BytesIO(base64.b64decode(json.loads(body)["image"])))) for body in bodies
     ]
     images = (np.stack(digits)[:, None] / np.float32(255)).astype(np.float32)
     return session.run(None, {"images": images})[0]

@@ -16,6 +16,7 @@ offers this check: jsonargparse's ``class_path`` resolution imports first by des
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import re
@@ -176,3 +177,15 @@ def _argument_types(cls: type) -> dict[str, Any]:
             hint = options[0]
         types[name] = hint
     return types
+
+
+def add_trust_option(parser: argparse.ArgumentParser) -> None:
+    """``--trust MODULE`` (repeatable): a module of the user's own whose classes a checkpoint may name."""
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module of your own (e.g. my_nets) whose classes the checkpoint may rebuild; the project's, "
+        "torch.nn's and torch.optim's always may (see docs/security.md)",
+    )

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
 from mnist_lightning.checkpointing.checkpoints import read_checkpoint
+from mnist_lightning.checkpointing.trusted_classes import add_trust_option
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.cli.quiet import PT2_WRITER_WARNINGS, ignoring
 from mnist_lightning.data.datasets import RAW_FILES, DatasetSpec, load_split, raw_folder, spec_of
@@ -33,19 +33,19 @@ from mnist_lightning.data.sampling import normalize
 from mnist_lightning.errors import UserError
 from mnist_lightning.models.classifier import MNISTClassifier
 from mnist_lightning.tools import model_card
-from mnist_lightning.tools.pt2_archive import UnsafeArchive, check_pt2_archive
+from mnist_lightning.tools.exported_files import (
+    INPUT_CONVENTION,
+    INPUT_NAME,
+    LOADERS,
+    OUTPUT_CONVENTION,
+    OUTPUT_NAME,
+    Predictor,
+)
 from mnist_lightning.tools.quantize import add_quantize_option, check_quantizable, quantize_checked
 
-INPUT_NAME, OUTPUT_NAME = "images", "probabilities"
-INPUT_CONVENTION = "float32 (N, 1, 28, 28), pixel values in [0, 1], white on black"
-OUTPUT_CONVENTION = "float32 (N, C), class probabilities in the order of 'classes'"
 TOLERANCE = 1e-5  # largest difference in probability the check accepts between the file and the checkpoint
 CHECK_BATCH = 1000  # test images per forward pass of the check
 SYNTHETIC_IMAGES = 512  # images of the check when the test set is not there
-
-Predictor = Callable[
-    [np.ndarray], np.ndarray
-]  # float32 images (N, 1, 28, 28) in [0, 1] -> probabilities (N, C)
 
 
 class ProbabilityModel(L.LightningModule):
@@ -139,44 +139,9 @@ def write_pt2(model: ProbabilityModel, spec: DatasetSpec, path: Path) -> None:
         torch.export.save(program, path, extra_files={"metadata.json": json.dumps(metadata_of(spec))})
 
 
-def load_onnx(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
-    """An onnxruntime session on the CPU for an exported file, and the file's metadata; ``threads``: the
-    session's intra-op threads (onnxruntime's default: one per core)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return (
-        lambda images: session.run(None, {INPUT_NAME: images})[0]
-    ), session.get_modelmeta().custom_metadata_map
-
-
-def load_pt2(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
-    """``torch.export.load`` of an exported file as a callable on NumPy arrays, and the file's metadata;
-    ``threads``: torch's intra-op threads in this process (torch's default: one per core). The archive is
-    checked first (``pt2_archive.py``): a file that would run code when loaded is a UserError."""
-    try:
-        check_pt2_archive(path)  # torch.export.load unpickles parts of it unchecked
-    except UnsafeArchive as err:
-        raise UserError(f"--model '{path}' cannot be loaded: it {err} (see docs/security.md).") from None
-    if threads is not None:
-        torch.set_num_threads(threads)
-    extra_files = {"metadata.json": ""}
-    module = torch.export.load(path, extra_files=extra_files).module()
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(images)).numpy()
-
-    return predict, json.loads(extra_files["metadata.json"] or "{}")
-
-
 FORMATS = {
-    ".onnx": ("ONNX", "onnxruntime", write_onnx, load_onnx),
-    ".pt2": ("torch.export", "torch.export.load", write_pt2, load_pt2),
+    ".onnx": ("ONNX", "onnxruntime", write_onnx, LOADERS[".onnx"]),
+    ".pt2": ("torch.export", "torch.export.load", write_pt2, LOADERS[".pt2"]),
 }
 
 
@@ -193,12 +158,6 @@ def format_of(path: str | os.PathLike) -> tuple[str, str, Callable, Callable]:
             f"'{path}' ends in '{suffix}'; the model can be exported to .onnx (ONNX) or .pt2 (torch.export)."
         )
     return FORMATS[suffix]
-
-
-def load_exported(path: str | os.PathLike, threads: int | None = None) -> tuple[Predictor, dict[str, str]]:
-    """Load an exported ``.onnx`` or ``.pt2`` file: a predictor and the file's metadata; ``threads``: the
-    runtime's intra-op threads (its default when None)."""
-    return format_of(path)[3](path, threads)
 
 
 @dataclass(frozen=True)
@@ -355,18 +314,6 @@ def export(
     )
     print("\n".join([*reports, model_card.card_summary(target)]))
     return check
-
-
-def add_trust_option(parser: argparse.ArgumentParser) -> None:
-    """``--trust MODULE`` (repeatable): a module of the user's own whose classes a checkpoint may name."""
-    parser.add_argument(
-        "--trust",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="a module of your own (e.g. my_nets) whose classes the checkpoint may rebuild; the project's, "
-        "torch.nn's and torch.optim's always may (see docs/security.md)",
-    )
 
 
 def main(args: list[str]) -> None:

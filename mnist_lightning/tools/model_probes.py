@@ -28,16 +28,16 @@ def noise_images(count: int = NOISE_IMAGES) -> np.ndarray:
 
 def letter_images() -> np.ndarray:
     """The 52 Latin letters drawn with PIL's default font and prepared as a person's picture of a digit is
-    (``data.images.prepare_digit``: fitted to 20x20, centred, white on black), float32 (52, 1, 28, 28)."""
+    (``data.digits.prepare_digit``: fitted to 20x20, centred, white on black), float32 (52, 1, 28, 28)."""
     from PIL import Image, ImageDraw
 
-    from mnist_lightning.data.images import prepare_digit
+    from mnist_lightning.data.digits import prepare_digit
 
     prepared = []
     for letter in LETTERS:
         picture = Image.new("L", (32, 32), 255)
         ImageDraw.Draw(picture).text((8, 8), letter, fill=0)  # black on white, PIL's default font
-        prepared.append(prepare_digit(picture).numpy())
+        prepared.append(prepare_digit(picture))
     return (np.stack(prepared)[:, None] / np.float32(255)).astype(np.float32)
 
 

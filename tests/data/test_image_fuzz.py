@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import warnings
 
-import torch
+import numpy as np
 from hypothesis import event, given
 
-from mnist_lightning.data.images import UnreadableImage, prepare_digit
-from mnist_lightning.data.untrusted_images import open_image
+from mnist_lightning.data.digits import prepare_digit
+from mnist_lightning.data.untrusted_images import UnreadableImage, open_image
 
 from helpers.fuzzing import fuzz_settings, untrusted_bytes
 
@@ -26,5 +26,5 @@ def test_any_bytes_give_a_digit_or_a_refusal(data):
             reason = "over the size limits" if " pixels, over the limits" in str(refusal) else str(refusal)
             event(f"refused: {reason.partition(' (')[0][:40]}")  # --hypothesis-show-statistics
         else:
-            assert digit.shape == (28, 28) and digit.dtype == torch.uint8
+            assert digit.shape == (28, 28) and digit.dtype == np.uint8
             event("a digit")

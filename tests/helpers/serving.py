@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.data.digits import prepare_digit
 
 STARTUP_DEADLINE = (
     180.0  # seconds for the server to answer /health (imports torch twice on a busy 2-core CPU)
@@ -61,7 +60,7 @@ def prepared_digits(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         decoded(picture, "JPEG") if jpeg else picture
         for picture, jpeg in zip(pictures, compressed, strict=True)
     ]
-    return torch.stack([prepare_digit(picture) for picture in pictures]), torch.tensor(labels)
+    return torch.from_numpy(np.stack([prepare_digit(picture) for picture in pictures])), torch.tensor(labels)
 
 
 def decoded(picture: Image.Image, image_format: str) -> Image.Image:
@@ -112,22 +111,6 @@ def post(
 
 def predict(url: str, image: str, headers: dict[str, str] | None = None) -> tuple[int, dict]:
     return post(f"{url}/predict", json.dumps({"image": image}).encode(), headers=headers)
-
-
-# Image preparations for tests of the decoder processes (tools/serve/preparing.py), which import them by name.
-def pid_or_refusal(value: str) -> bytes:
-    """``"bad"``: a ValueError; ``"stuck"``: never returns; ``"hoard"``: keeps 300 MB for the rest of the
-    process; any value: the decoder process's id, as 784 bytes."""
-    if value == "bad":
-        raise ValueError("is not what this test sends")
-    if value == "stuck":
-        threading.Event().wait()
-    if value == "hoard":
-        HOARD.append(np.ones(300_000_000 // 8))
-    return os.getpid().to_bytes(784, "little")
-
-
-HOARD: list = []
 
 
 class ServerProcess:
@@ -183,3 +166,24 @@ class ServerProcess:
 
     def stderr(self) -> str:
         return self.stderr_path.read_text()
+
+
+def process_group(leader: int) -> list[int]:
+    """The processes of ``leader``'s process group (a server started with ``start_new_session``: its HTTP
+    processes, workers, fork servers and image decoders), read from /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after "pid (name)": state ppid pgrp ...
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[2]) == leader:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files process ``pid`` has mapped into its memory: its executable and every shared library loaded
+    (an imported C extension such as torch's ``libtorch_cpu.so`` among them)."""
+    lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    return {line.split(maxsplit=5)[5] for line in lines if len(line.split(maxsplit=5)) == 6}

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from queue import Queue
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from mnist_lightning.cli.main import main
-from mnist_lightning.data.images import prepare_digit
+from mnist_lightning.data.digits import prepare_digit
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.export import export, load_probability_model
 from mnist_lightning.tools.serve.inference import (
@@ -31,7 +32,17 @@ from mnist_lightning.tools.serve.inference import (
 from mnist_lightning.tools.serve.server import listening_socket
 
 from helpers import bombs
-from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
+from helpers.serving import (
+    ServerProcess,
+    digit_pictures,
+    encoded,
+    free_port,
+    get,
+    mapped_files,
+    post,
+    predict,
+    process_group,
+)
 
 TOLERANCE = 1e-5
 
@@ -39,7 +50,7 @@ TOLERANCE = 1e-5
 def expected_probabilities(checkpoint: Path, pictures: list[Image.Image]) -> torch.Tensor:
     """What the checkpoint's model gives the pictures after the same preparation, computed in this process."""
     model, _ = load_probability_model(str(checkpoint))
-    digits = torch.stack([prepare_digit(picture) for picture in pictures])
+    digits = torch.from_numpy(np.stack([prepare_digit(picture) for picture in pictures]))
     with torch.no_grad():
         return model(digits.unsqueeze(1).float() / 255)
 
@@ -163,7 +174,9 @@ def test_the_page_and_the_class_names_are_served(server):
 
 
 @pytest.mark.slow  # whole processes
-def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, digit_data, digit_checkpoint):
+def test_an_exported_onnx_file_is_served_without_torch_and_ctrl_c_stops_the_server(
+    tmp_path, digit_data, digit_checkpoint
+):
     exported = tmp_path / "model.onnx"
     assert export(str(digit_checkpoint), str(exported), str(digit_data)).passed
     served = ServerProcess("--model", exported, cwd=tmp_path)
@@ -174,6 +187,16 @@ def test_an_exported_onnx_file_is_served_and_ctrl_c_stops_the_server(tmp_path, d
             status, answer = predict(served.url, encoded(picture))
             assert status == 200, answer
             assert_answer(answer, probabilities, digit)
+        # no process of the server (itself, 2 HTTP processes, a worker, 2 fork servers, 4 image decoders,
+        # multiprocessing's resource tracker) has loaded torch (nor Lightning, which imports torch); the
+        # worker runs onnxruntime, and the HTTP processes, fork servers and decoders Pillow
+        torch_folder = f"{Path(torch.__file__).parent}/"  # its libtorch_cpu.so, mapped by an import of torch
+        processes = {pid: mapped_files(pid) for pid in process_group(served.process.pid)}
+        assert len(processes) >= 10, processes.keys()
+        for pid, files in processes.items():
+            assert not [file for file in files if file.startswith(torch_folder)], pid
+        loaded = [" ".join(files) for files in processes.values()]
+        assert sum("onnxruntime" in files for files in loaded) >= 1 and sum("/PIL/" in f for f in loaded) >= 6
     finally:
         status = served.stop(signal.SIGINT)
     assert status == 0, served.stderr()[-3000:]

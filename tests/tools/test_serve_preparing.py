@@ -13,7 +13,7 @@ import pytest
 
 from mnist_lightning.tools.serve.preparing import ImagePreparer, Refused
 
-from helpers.serving import pid_or_refusal
+from helpers.decoding import pid_or_refusal
 
 
 def pid_of(prepared: bytes) -> int:

@@ -1,5 +1,8 @@
 """What ``serve``'s inference workers run: the model behind ``POST /predict`` (a checkpoint or an exported
-file), as a LitServe ``LitAPI`` whose batches start when a request arrives."""
+file), as a LitServe ``LitAPI`` whose batches start when a request arrives.
+
+Torch and Lightning are imported only to serve a checkpoint (or a ``.pt2`` file): a server of an ONNX file
+runs on onnxruntime, NumPy and Pillow, and none of its processes imports them."""
 
 # No ``from __future__ import annotations``: LitServer reads the type of decode_request's ``request`` to let
 # FastAPI validate the body as a DigitRequest, and a string annotation would not be resolved.
@@ -13,13 +16,12 @@ from typing import Any
 
 import litserve as ls
 import numpy as np
-import torch
 from litserve.loops import BatchedLoop
 
 from mnist_lightning.cli.quiet import reading_exported
-from mnist_lightning.data.images import FIELD
+from mnist_lightning.data.digits import FIELD
 from mnist_lightning.errors import UserError
-from mnist_lightning.tools.export import Predictor, load_exported, load_probability_model
+from mnist_lightning.tools.exported_files import Predictor, load_exported
 from mnist_lightning.tools.serve.guards import ApiKeyCheck
 from mnist_lightning.tools.serve.requests import DigitRequest
 
@@ -40,6 +42,10 @@ class ModelSource:
         batches of a server: more spin or wait for work, on cores the HTTP processes need."""
         if self.exported:
             return load_exported(self.path, threads)[0]
+        import torch
+
+        from mnist_lightning.tools.export import load_probability_model
+
         if threads is not None:
             torch.set_num_threads(threads)
         model, _ = load_probability_model(self.path, self.trusted_modules)
@@ -54,6 +60,8 @@ class ModelSource:
         """The class names; loading the model for them reports a bad file as a UserError before any server
         process starts."""
         if not self.exported:
+            from mnist_lightning.tools.export import load_probability_model
+
             return list(load_probability_model(self.path, self.trusted_modules)[1].classes)
         if not Path(self.path).is_file():
             raise UserError(f"--model '{self.path}' does not exist; write one with 'export'.")

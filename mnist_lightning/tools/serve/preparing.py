@@ -29,12 +29,10 @@ from mnist_lightning.tools.serve.requests import prepared_digit
 
 REPLACE_AFTER_MB = 100  # a decoder whose memory grew more than this in one request is replaced
 NICENESS = 10
-# what the fork server imports for its children: the image preparation and the image formats Pillow reads
-# first (it imports them at the first image it opens; imported here, each decoder starts ready)
-PRELOAD = [
-    "mnist_lightning.tools.serve.requests",
-    *(f"PIL.{name}ImagePlugin" for name in ("Bmp", "Gif", "Jpeg", "Ppm", "Png")),
-]
+# what the fork server imports for its children, besides the module of the image preparation: the image
+# formats Pillow reads first (it imports them at the first image it opens; imported here, each decoder starts
+# ready)
+PRELOAD = [f"PIL.{name}ImagePlugin" for name in ("Bmp", "Gif", "Jpeg", "Ppm", "Png")]
 
 
 class Refused(Exception):
@@ -123,7 +121,7 @@ class ImagePreparer:
     def start(self) -> None:
         """Start the decoders (in the HTTP process, once its event loop runs)."""
         self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(PRELOAD)
+        self.context.set_forkserver_preload([self.preparation.__module__, *PRELOAD])
         self.idle.extend(Decoder(self.context, self.preparation) for _ in range(self.size))
 
     def stop(self) -> None:

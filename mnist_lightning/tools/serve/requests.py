@@ -14,8 +14,8 @@ from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, WithJsonSchema
 
-from mnist_lightning.data.images import UnreadableImage, prepare_digit
-from mnist_lightning.data.untrusted_images import open_image
+from mnist_lightning.data.digits import prepare_digit
+from mnist_lightning.data.untrusted_images import UnreadableImage, open_image
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -48,7 +48,7 @@ def prepared_digit(value: Any) -> bytes:
         digit = prepare_digit(decode_image(data))
     except UnreadableImage as err:
         raise ValueError(str(err)) from None
-    return digit.numpy().tobytes()
+    return digit.tobytes()
 
 
 ImageText = Annotated[

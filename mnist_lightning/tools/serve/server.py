@@ -2,7 +2,7 @@
 
 - ``POST /predict`` with ``{"image": "<base64 PNG or JPEG, a data URL prefix is fine>"}`` answers
   ``{"prediction": 7, "label": "7", "confidence": 0.98, "probabilities": [...]}``. The image is prepared as
-  ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.images``).
+  ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.digits``).
 - ``GET /`` is the drawing page (``static/draw.html``), ``GET /favicon.ico`` its icon; ``GET /health`` and
   ``GET /info`` (the class names) are LitServe's.
 - The body is read as JSON whatever its ``Content-Type`` (``curl -d`` sends a form's).
@@ -38,9 +38,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.middleware.gzip import GZipMiddleware
 
 from mnist_lightning import compat
+from mnist_lightning.checkpointing.trusted_classes import add_trust_option
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.errors import UserError
-from mnist_lightning.tools.export import add_trust_option
 from mnist_lightning.tools.serve.guards import (
     BodyDeadline,
     SameOriginOnly,
