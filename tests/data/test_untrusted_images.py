@@ -17,7 +17,7 @@ from PIL import EpsImagePlugin, Image, ImageFile
 from mnist_lightning.data.datamodule import MNISTDataModule
 from mnist_lightning.data.digits import prepare_digit
 from mnist_lightning.data.images import UnreadableImage, read_image
-from mnist_lightning.tools.serve.requests import decode_image
+from mnist_lightning.tools.serve.image_text import decode_image
 
 from helpers import bombs
 

@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mnist_lightning.tools.serve.requests import DigitRequest, prepared_digit, validation_error_response
+from mnist_lightning.tools.serve.image_text import prepared_digit
+from mnist_lightning.tools.serve.requests import DigitRequest, validation_error_response
 
 from helpers.fuzzing import fuzz_settings, untrusted_bytes
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from mnist_lightning.tools.serve.requests import prepared_digit
+from mnist_lightning.tools.serve.image_text import prepared_digit
 
 REPLACE_AFTER_MB = 100  # a decoder whose memory grew more than this in one request is replaced
 NICENESS = 10

@@ -1,55 +1,15 @@
-"""What ``POST /predict`` reads, in the server's HTTP processes: the JSON body whatever its Content-Type, how
-its ``image`` is decoded and prepared as an MNIST digit (:func:`prepared_digit`, run by ``preparing.py``),
-and the 4xx answers that say what was wrong with a bad one.
+"""What ``POST /predict`` reads, in the server's HTTP processes: the JSON body whatever its Content-Type (its
+``image`` is decoded and prepared as an MNIST digit by ``image_text.prepared_digit``, run by
+``preparing.py``), and the 4xx answers that say what was wrong with a bad one.
 """
 
 # No ``from __future__ import annotations``: FastAPI resolves DigitRequest's field types at run time.
-import base64
-import binascii
 from typing import Annotated, Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from PIL import Image
 from pydantic import BaseModel, WithJsonSchema
-
-from mnist_lightning.data.digits import prepare_digit
-from mnist_lightning.data.untrusted_images import UnreadableImage, open_image
-
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode an image from untrusted bytes within the limits of ``open_image`` (accepted formats, size
-    checked before decoding); ValueError saying why in one sentence when it is refused or does not decode."""
-    try:
-        return open_image(data)
-    except UnreadableImage as err:
-        raise ValueError(str(err)) from None
-
-
-def prepared_digit(value: Any) -> bytes:
-    """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
-
-    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image or one refused
-    (its format or size, see ``open_image``), or the image shows no digit.
-    """
-    if not isinstance(value, str):
-        raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
-    text = value.strip()
-    if text.startswith("data:"):  # data:image/png;base64,....
-        text = text.partition(",")[2]
-    if not text:
-        raise ValueError("is empty")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as err:
-        raise ValueError(f"is not valid base64 ({err})") from None
-    try:
-        digit = prepare_digit(decode_image(data))
-    except UnreadableImage as err:
-        raise ValueError(str(err)) from None
-    return digit.tobytes()
-
 
 ImageText = Annotated[
     Any,  # checked by prepared_digit, off the event loop (see preparing.py): "must be a string" and all
@@ -58,9 +18,9 @@ ImageText = Annotated[
 
 
 class DigitRequest(BaseModel):
-    """The JSON body of ``POST /predict``. Its ``image`` is decoded and prepared by :func:`prepared_digit` in
-    a decoder process (``preparing.py``), not while FastAPI validates the body: that runs in the HTTP
-    process's event loop, where one costly image would stall every request.
+    """The JSON body of ``POST /predict``. Its ``image`` is decoded and prepared by
+    ``image_text.prepared_digit`` in a decoder process (``preparing.py``), not while FastAPI validates the
+    body: that runs in the HTTP process's event loop, where one costly image would stall every request.
 
     Each request is prepared by itself, before it is queued, so a bad image is answered alone with a 400.
     Raising ``HTTPException`` in ``LitAPI.decode_request`` instead would answer every request of the batch it
