@@ -1,6 +1,6 @@
-"""What the processes of a server use, read from Linux's ``/proc``: their tree, resident memory, CPU time by
-role, the time their threads waited for a core, the machine's CPU pressure; and the CPU time of this
-process's finished children (``wrk``). Used by ``benchmarks/serve.py``."""
+"""What the processes of a server use, read from Linux's ``/proc``: their tree, resident and proportional
+memory, CPU time by role, the time their threads waited for a core, the machine's CPU pressure; and the CPU
+time of this process's finished children (``wrk``). Used by ``benchmarks/serve.py``."""
 
 from __future__ import annotations
 
@@ -38,6 +38,20 @@ def rss_mb(root: int) -> float:
         except OSError:
             continue
         found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        total += int(found.group(1)) if found else 0
+    return total / 1024
+
+
+def pss_mb(root: int) -> float:
+    """The proportional memory of ``root``'s processes together, MB: each page shared by N processes counts
+    1/N in each (forked processes share much of their memory, which RSS counts once per process)."""
+    total = 0
+    for pid in process_tree(root):
+        try:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
         total += int(found.group(1)) if found else 0
     return total / 1024
 

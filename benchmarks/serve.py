@@ -52,6 +52,7 @@ from process_stats import (  # benchmarks/process_stats.py, beside this script
     cpu_pressure_seconds,
     cpu_seconds,
     process_tree,
+    pss_mb,
     rss_mb,
     runqueue_waits,
     waited_seconds,
@@ -64,6 +65,14 @@ from mnist_lightning.data.digits import prepare_digit
 
 REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = REPO / "benchmarks" / "post_bodies.lua"
+# what says a server is ready to answer: serve's model loaded and warmed up; the baselines' process up
+READY_PATHS = {"a": "/health", "b": "/health"}
+MEMORY_HEADER = (
+    "Answers and memory: RSS, the resident memory of all the server's processes added up (a page shared by "
+    "forked processes counts in each); PSS, each shared page divided among the processes that share it; "
+    "start to ready, from starting the command to its first answer on its ready path (`serve`: "
+    f"{READY_PATHS['b']}; the baselines: /health).\n\n"
+)
 CONNECTIONS = (1, 8, 64)
 SAMPLE = 100  # digits each server answers one by one before the load, checked
 ATTACK_SECTION = "## Under attack"  # benchmarks/serve_attack.py's part of SERVE.md, kept when it is rewritten
@@ -134,8 +143,11 @@ def local_predictions(onnx_path: str, bodies: list[bytes]) -> np.ndarray:
 class Server:
     """A server process started with ``taskset -c CPUS``; stopped with SIGTERM (its processes with it)."""
 
-    def __init__(self, command: list[str], port: int, cpus: str, deadline_s: float = 300) -> None:
+    def __init__(
+        self, command: list[str], port: int, cpus: str, ready_path: str = "/health", deadline_s: float = 300
+    ) -> None:
         self.port = port
+        started = time.monotonic()
         self.process = subprocess.Popen(
             ["taskset", "-c", cpus, *command], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
@@ -147,12 +159,13 @@ class Server:
                     f"{self.process.stderr.read()[-3000:]}"
                 )
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=2) as response:
                     if response.status == 200:
+                        self.ready_s = time.monotonic() - started
                         return
             except OSError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.05)
         self.stop()
         raise SystemExit(f"{shlex.join(command)} was not ready after {deadline_s:.0f} s")
 
@@ -208,12 +221,12 @@ def run_wrk(wrk: str, port: int, bodies_path: Path, connections: int, threads: i
 def measure(key: str, command: list[str], options, bodies, labels, expected, bodies_path, wrk) -> Measured:
     port = 18000 + ord(key)
     print(f"{SERVERS[key]}: {shlex.join(command)}", flush=True)
-    server = Server(command, port, options.cpus)
-    measured = Measured(SERVERS[key])
+    server = Server(command, port, options.cpus, ready_path=READY_PATHS.get(key, "/health"))
+    measured = Measured(SERVERS[key], ready_s=server.ready_s)
     try:
         measured.check = check_answers(port, bodies[:SAMPLE], labels[:SAMPLE], expected[:SAMPLE])
         warm = run_wrk(wrk, port, bodies_path, 64, options.threads, options.warmup)
-        measured.rss_start_mb = rss_mb(server.process.pid)
+        measured.rss_start_mb, measured.pss_start_mb = rss_mb(server.process.pid), pss_mb(server.process.pid)
         served = 0
         for connections in options.connections:
             before, wrk_before = cpu_seconds(server.process.pid), children_cpu()
@@ -345,7 +358,7 @@ def main() -> None:
     output = Path(options.output)
     attack = output.read_text().partition(ATTACK_SECTION)[1:] if output.exists() else ("", "")
     output.write_text(
-        header + table + "\n\n" + cpu_header + cpu + "\n\nAnswers and memory:\n\n" + checks + "\n"
+        header + table + "\n\n" + cpu_header + cpu + "\n\n" + MEMORY_HEADER + checks + "\n"
         + (f"\n{''.join(attack)}" if attack[0] else "")
     )  # fmt: skip
     print(f"\n{table}\n\n{cpu}\n\n{checks}\n\nwritten to {options.output}")

@@ -22,26 +22,37 @@ class Measured:
     rows: list[dict] = field(default_factory=list)
     check: dict = field(default_factory=dict)
     rss_start_mb: float = 0.0
+    pss_start_mb: float = 0.0
     rss_end_mb: float = 0.0
     requests_between: int = 0
+    ready_s: float = 0.0  # from the start of the command to its first ready answer
 
 
 def markdown_table(results: list[Measured]) -> str:
-    baseline = {row["connections"]: row["requests_per_s"] for m in results if m.server == SERVERS["c"]
-                for row in m.rows if not row.get("soak")}  # fmt: skip
+    """Requests/s and latency by server and connections, with each row's requests/s as a ratio to the
+    baselines' (c) and (d) at the same connections (blank for a baseline not measured)."""
+    baselines = {
+        key: {row["connections"]: row["requests_per_s"] for m in results if m.server == SERVERS[key]
+              for row in m.rows if not row.get("soak")}
+        for key in ("c", "d")
+    }  # fmt: skip
     lines = [
-        "| server | connections | requests | requests/s | vs (c) | p50 (ms) | p90 (ms) | p99 (ms) | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | connections | requests | requests/s | vs (c) | vs (d) | p50 (ms) | p90 (ms) | p99 (ms) "
+        "| errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for measured in results:
         for row in measured.rows:
             if row.get("soak"):
                 continue
-            ratio = row["requests_per_s"] / baseline[row["connections"]] if baseline else float("nan")
+            ratios = [
+                f"{row['requests_per_s'] / baseline[row['connections']]:.2f}x" if baseline else ""
+                for baseline in baselines.values()
+            ]
             lines.append(
                 f"| {measured.server} | {row['connections']} | {row['requests']:,} | "
-                f"{row['requests_per_s']:,.0f} | {ratio:.2f}x | {row['p50_ms']:.1f} | {row['p90_ms']:.1f} | "
-                f"{row['p99_ms']:.1f} | {row['errors']} |"
+                f"{row['requests_per_s']:,.0f} | {' | '.join(ratios)} | {row['p50_ms']:.1f} | "
+                f"{row['p90_ms']:.1f} | {row['p99_ms']:.1f} | {row['errors']} |"
             )
     return "\n".join(lines)
 
@@ -72,14 +83,15 @@ def cpu_table(results: list[Measured]) -> str:
 def checks_and_memory(results: list[Measured]) -> str:
     lines = [
         "| server | sample answers as the local model | correct (labels) | largest probability difference "
-        "| RSS after warm-up (MB) | RSS at the end (MB) | requests in between |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| RSS after warm-up (MB) | PSS after warm-up (MB) | RSS at the end (MB) | requests in between "
+        "| start to ready (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for m in results:
         check = m.check
         lines.append(
             f"| {m.server} | {check['agree']}/{check['count']} | {check['correct']}/{check['count']} | "
-            f"{check['max_difference']:.1e} | {m.rss_start_mb:.0f} | {m.rss_end_mb:.0f} | "
-            f"{m.requests_between:,} |"
+            f"{check['max_difference']:.1e} | {m.rss_start_mb:.0f} | {m.pss_start_mb:.0f} | "
+            f"{m.rss_end_mb:.0f} | {m.requests_between:,} | {m.ready_s:.2f} |"
         )
     return "\n".join(lines)
