@@ -62,7 +62,7 @@ class Parsed(Exception):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_checkpoint) -> Path:
     """A folder like the project's: a run in lightning_logs (and as a sweep trial), configs/, the doc's
-    my_nets.py and a my_digits/ folder."""
+    my_nets.py, a my_digits/ folder and a model.onnx."""
     folder = tmp_path_factory.mktemp("docs")
     run = tiny_checkpoint.parents[1]
     shutil.copytree(run, folder / "lightning_logs" / "version_0")
@@ -74,6 +74,7 @@ def workdir(tmp_path_factory, tiny_checkpoint) -> Path:
         r"```python\n(.*?class TinyNet.*?)```", (REPO / "docs/configuration.md").read_text(), re.S
     )
     (folder / "my_nets.py").write_text(own_net.group(1))
+    (folder / "model.onnx").touch()  # stands for what the docs' export writes before they serve it
     return folder
 
 
