@@ -16,6 +16,7 @@ from pydantic import BaseModel, WithJsonSchema
 
 from mnist_lightning.data.images import UnreadableImage, prepare_digit
 from mnist_lightning.data.untrusted_images import open_image
+from mnist_lightning.tools.serve.operations import note_reason
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -27,27 +28,39 @@ def decode_image(data: bytes) -> Image.Image:
         raise ValueError(str(err)) from None
 
 
+class BadImage(ValueError):
+    """An ``image`` refused; ``reason``: the kind (``not_base64``, ``not_an_image``, ``no_digit``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def prepared_digit(value: Any) -> bytes:
     """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
 
-    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image or one refused
+    Raises BadImage (a 400 answer) when the text is not base64, the bytes are not an image or one refused
     (its format or size, see ``open_image``), or the image shows no digit.
     """
     if not isinstance(value, str):
-        raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
+        raise BadImage("not_a_string", "must be a string: a base64 PNG or JPEG, optionally a data URL")
     text = value.strip()
     if text.startswith("data:"):  # data:image/png;base64,....
         text = text.partition(",")[2]
     if not text:
-        raise ValueError("is empty")
+        raise BadImage("empty", "is empty")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise ValueError(f"is not valid base64 ({err})") from None
+        raise BadImage("not_base64", f"is not valid base64 ({err})") from None
     try:
-        digit = prepare_digit(decode_image(data))
+        image = decode_image(data)
+    except ValueError as err:
+        raise BadImage("not_an_image", str(err)) from None
+    try:
+        digit = prepare_digit(image)
     except UnreadableImage as err:
-        raise ValueError(str(err)) from None
+        raise BadImage("no_digit", str(err)) from None
     return digit.numpy().tobytes()
 
 
@@ -73,9 +86,12 @@ class DigitRequest(BaseModel):
 def validation_error_response(request: Request, error: RequestValidationError) -> JSONResponse:
     """400 with one sentence per problem, e.g. ``image: is not valid base64 (...)``, instead of FastAPI's 422
     list of error objects."""
-    problems = []
+    problems, reasons = [], []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+        reasons.append(
+            {"json_invalid": "not_json", "missing": "no_image"}.get(problem.get("type"), "bad_body")
+        )
         if problem.get("type") == "json_invalid":
             problems.append(
                 f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'decode error')})"
@@ -85,6 +101,7 @@ def validation_error_response(request: Request, error: RequestValidationError) -
             if message[1:2].islower():  # "Field required", not "ICO images ..."
                 message = message[0].lower() + message[1:]
             problems.append(f"{where}: {message}" if message else where)
+    note_reason(request.scope, reasons[0] if reasons else "bad_body")
     return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
 
 
