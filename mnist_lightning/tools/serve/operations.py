@@ -6,9 +6,9 @@ in one folder (``PROMETHEUS_MULTIPROC_DIR``, made by :func:`metrics_folder` in t
 other starts), and ``/metrics`` sums them. LitServe 0.2.19's own support is a ``Logger`` fed by
 ``LitAPI.log`` through a queue of its ``multiprocessing.Manager`` (a round trip to another process per value)
 to one logger process, which would then have to serve the metrics itself; it sees neither the HTTP processes'
-answers (status, latency) nor the requests refused before LitServe's route. prometheus_client is imported
-only once the folder is set (it reads ``PROMETHEUS_MULTIPROC_DIR`` when imported), so this module imports it
-inside its functions.
+answers (status, latency) nor the requests refused before LitServe's route. prometheus_client chooses how
+metrics keep their values when it is imported (by ``PROMETHEUS_MULTIPROC_DIR``); :func:`metrics_folder` sets
+its choice (``values.ValueClass``, its documented hook) in case it was imported before.
 
 - ``mnist_requests_total{path, status, reason}``: every answer of the HTTP processes; ``reason`` is ``ok`` for
   a 2xx, else the kind of refusal (:data:`REASONS`; the handlers of 400 and 503 name theirs with
@@ -58,9 +58,13 @@ def metrics_folder() -> Iterator[str]:
     folder = tempfile.mkdtemp(prefix="mnist-serve-metrics-")
     previous = os.environ.get(MULTIPROCESS_VARIABLE)
     os.environ[MULTIPROCESS_VARIABLE] = folder
+    from prometheus_client import values
+
+    single_process, values.ValueClass = values.ValueClass, values.MultiProcessValue()
     try:
         yield folder
     finally:
+        values.ValueClass = single_process
         if previous is None:
             os.environ.pop(MULTIPROCESS_VARIABLE, None)
         else:
