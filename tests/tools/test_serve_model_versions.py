@@ -144,14 +144,18 @@ def test_a_bad_new_file_is_refused_once_with_a_line_and_the_old_one_serves_on(tm
 
 def test_removing_the_served_file_rolls_back_to_the_newest_that_loads(tmp_path, capsys):
     write(tmp_path / "v1.onnx", "good-1", mtime=100)
-    write(tmp_path / "v2.onnx", "broken", mtime=200)
-    newest = write(tmp_path / "v3.onnx", "good-3", mtime=300)
     loader = StandIns()
-    model, _ = served(tmp_path, loader, "v3.onnx")
+    model, _ = served(tmp_path, loader, "v1.onnx")
+    write(tmp_path / "v2.onnx", "broken", mtime=200)
+    model.look()
+    assert "refused v2.onnx" in capsys.readouterr().err
+    newest = write(tmp_path / "v3.onnx", "good-3", mtime=300)
+    model.look()
+    assert answer(model) == (3, "v3.onnx")
     newest.unlink()
     model.look()
-    assert answer(model) == (1, "v1.onnx")  # v2 refused: v1 is the newest that loads
-    assert "refused v2.onnx" in capsys.readouterr().err
+    assert answer(model) == (1, "v1.onnx")  # v2 was refused: v1 is the newest that loads
+    assert loader.loads == ["v1.onnx", "v2.onnx", "v3.onnx", "v1.onnx"]
 
 
 def test_a_reload_tries_the_refused_files_again(tmp_path, capsys):
