@@ -56,7 +56,7 @@ def expected_probabilities(checkpoint: Path, pictures: list[Image.Image]) -> tor
 
 
 def assert_answer(answer: dict, expected: torch.Tensor, digit: int) -> None:
-    assert set(answer) == {"prediction", "label", "confidence", "probabilities"}
+    assert set(answer) == {"prediction", "label", "confidence", "probabilities", "model_version"}
     assert answer["prediction"] == digit
     assert answer["label"] == str(digit)
     assert answer["confidence"] == max(answer["probabilities"])

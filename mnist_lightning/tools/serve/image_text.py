@@ -23,25 +23,37 @@ def decode_image(data: bytes) -> Image.Image:
         raise ValueError(str(err)) from None
 
 
+class BadImage(ValueError):
+    """An ``image`` refused; ``reason``: the kind (``not_base64``, ``not_an_image``, ``no_digit``, ...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def prepared_digit(value: Any) -> bytes:
     """The ``image`` field of a request -> the 28x28 MNIST-style digit it shows, as 784 bytes.
 
-    Raises ValueError (a 400 answer) when the text is not base64, the bytes are not an image or one refused
+    Raises BadImage (a 400 answer) when the text is not base64, the bytes are not an image or one refused
     (its format or size, see ``open_image``), or the image shows no digit.
     """
     if not isinstance(value, str):
-        raise ValueError("must be a string: a base64 PNG or JPEG, optionally a data URL")
+        raise BadImage("not_a_string", "must be a string: a base64 PNG or JPEG, optionally a data URL")
     text = value.strip()
     if text.startswith("data:"):  # data:image/png;base64,....
         text = text.partition(",")[2]
     if not text:
-        raise ValueError("is empty")
+        raise BadImage("empty", "is empty")
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as err:
-        raise ValueError(f"is not valid base64 ({err})") from None
+        raise BadImage("not_base64", f"is not valid base64 ({err})") from None
     try:
-        digit = prepare_digit(decode_image(data))
+        image = decode_image(data)
+    except ValueError as err:
+        raise BadImage("not_an_image", str(err)) from None
+    try:
+        digit = prepare_digit(image)
     except UnreadableImage as err:
-        raise ValueError(str(err)) from None
+        raise BadImage("no_digit", str(err)) from None
     return digit.tobytes()

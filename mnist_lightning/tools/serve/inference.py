@@ -23,6 +23,8 @@ from mnist_lightning.data.digits import FIELD
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.exported_files import Predictor, load_exported
 from mnist_lightning.tools.serve.guards import ApiKeyCheck
+from mnist_lightning.tools.serve.model_versions import ModelFolder, ServedModel
+from mnist_lightning.tools.serve.operations import WorkerMetrics
 from mnist_lightning.tools.serve.requests import DigitRequest
 
 
@@ -119,6 +121,8 @@ class DigitClassifierAPI(ls.LitAPI):
     Requests arrive as prepared digits, 784 bytes each (see :mod:`preparing`); LitServe stacks up to
     ``max_batch_size`` of them into one forward pass. ``api_key``: the key ``POST /predict`` needs in its
     ``X-API-Key`` header (none when None); LitServe runs ``authorize`` as a dependency of the route.
+    ``folder``: ``--model_dir``, whose newest file replaces the model served (``model_versions.py``). Every
+    answer names the version of the model that computed it.
     """
 
     def __init__(
@@ -129,6 +133,7 @@ class DigitClassifierAPI(ls.LitAPI):
         batch_timeout: float,
         threads: int | None = 1,
         api_key: str | None = None,
+        folder: ModelFolder | None = None,
     ) -> None:
         super().__init__(
             max_batch_size=max_batch_size,
@@ -136,15 +141,27 @@ class DigitClassifierAPI(ls.LitAPI):
             api_path="/predict",
             loop=FirstRequestLoop(),
         )
-        self.source, self.classes, self.threads = source, classes, threads
+        self.source, self.classes, self.threads, self.folder = source, classes, threads, folder
         self.authorize = ApiKeyCheck(api_key)
 
     def setup(self, device: str) -> None:
         # This worker process ends when the server shuts down; Ctrl-C in a terminal reaches every process of
         # the server, and here it would interrupt LitServe's loop with a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        self.predict_probabilities = self.source.load_predictor(self.threads)
+        self.metrics = WorkerMetrics(self.max_batch_size)
+        self.model = ServedModel(
+            self.load, self.classes, self.folder, self.metrics.serving, self.metrics.refused
+        )
+        self.model.start(self.source.path)  # loaded, and a warm-up batch answered, before the worker is ready
+        signal.signal(signal.SIGHUP, lambda signum, frame: self.model.reload() if self.folder else None)
         freeze_imported_objects()
+
+    def load(self, path: str) -> tuple[Any, list[str]]:
+        """The model of ``path`` (the source's, or a file of the folder) and its class names."""
+        if not self.source.exported:  # a checkpoint (--ckpt_path): there is no folder to watch
+            return self.source.load_predictor(self.threads), self.classes
+        source = ModelSource(path, exported=True, trusted_modules=self.source.trusted_modules)
+        return source.load_predictor(self.threads), source.class_names()
 
     def decode_request(self, request: DigitRequest) -> np.ndarray:
         """``request``: the 784 bytes of a prepared digit. The annotation is the body LitServe's route would
@@ -154,19 +171,23 @@ class DigitClassifierAPI(ls.LitAPI):
     def batch(self, digits: list[np.ndarray]) -> np.ndarray:
         return (np.stack(digits)[:, None] / np.float32(255)).astype(np.float32)
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.predict_probabilities(images)
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, str]:
+        self.metrics.observe_batch(len(images))
+        return self.model.predict(images)
 
-    def unbatch(self, probabilities: np.ndarray) -> list[np.ndarray]:
-        return list(probabilities)
+    def unbatch(self, answers: tuple[np.ndarray, str]) -> list[tuple[np.ndarray, str]]:
+        probabilities, version = answers
+        return [(row, version) for row in probabilities]
 
-    def encode_response(self, probabilities: np.ndarray) -> dict[str, Any]:
+    def encode_response(self, answer: tuple[np.ndarray, str]) -> dict[str, Any]:
+        probabilities, version = answer
         best = int(probabilities.argmax())
         return {
             "prediction": best,
             "label": self.classes[best],
             "confidence": float(probabilities[best]),
             "probabilities": probabilities.tolist(),
+            "model_version": version,
         }
 
 

@@ -37,11 +37,12 @@ PRELOAD = [f"PIL.{name}ImagePlugin" for name in ("Bmp", "Gif", "Jpeg", "Ppm", "P
 
 class Refused(Exception):
     """A request that is not prepared: ``status`` and ``detail`` are its answer; ``retry_after`` seconds when
-    the client should try again later."""
+    the client should try again later; ``reason``: the kind of refusal, for the metrics."""
 
-    def __init__(self, status: int, detail: str, retry_after: int | None = None) -> None:
+    def __init__(self, status: int, detail: str, retry_after: int | None = None, reason: str = "") -> None:
         super().__init__(detail)
         self.status, self.detail, self.retry_after = status, detail, retry_after
+        self.reason = reason or ("busy" if status == 503 else "bad_image")
 
 
 def resident_mb() -> float:
@@ -51,11 +52,13 @@ def resident_mb() -> float:
 
 def decode_loop(connection: Any, prepare: Callable[[Any], bytes]) -> None:
     """A decoder process: ``prepare`` each value received, send back ``(kind, result, grown)``: ``("digit",
-    784 bytes)`` or ``("refused", why)``; ``grown``: whether its memory grew past ``REPLACE_AFTER_MB``.
+    784 bytes)`` or ``("refused", (reason, why))`` (``reason``: the ValueError's, if it has one); ``grown``:
+    whether its memory grew past ``REPLACE_AFTER_MB``.
 
     An exception's traceback holds the frames of the functions it left, and with them the arrays of a decoded
     image; only its message is kept, and the exception is gone before the next request."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group; the HTTP process ends it
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # SIGHUP asks the workers for a new model, not this to end
     os.nice(NICENESS)
     baseline = resident_mb()
     while True:
@@ -66,9 +69,9 @@ def decode_loop(connection: Any, prepare: Callable[[Any], bytes]) -> None:
         try:
             reply: tuple[str, Any] = ("digit", prepare(value))
         except ValueError as err:
-            reply = ("refused", f"image: {err}")
+            reply = ("refused", (getattr(err, "reason", "bad_image"), f"image: {err}"))
         except MemoryError:
-            reply = ("refused", "image: needs more memory to decode than the server has")
+            reply = ("refused", ("too_large", "image: needs more memory to decode than the server has"))
         del value
         connection.send((*reply, resident_mb() - baseline > REPLACE_AFTER_MB))
 
@@ -143,10 +146,13 @@ class ImagePreparer:
                 400,
                 f"image: took longer than the {self.budget_s:g} s allowed to decode and prepare it (the "
                 "server's --decode_timeout); send a smaller image",
+                reason="decode_timeout",
             ) from None
         except (EOFError, OSError):  # the decoder died: killed for its memory, or crashed on these bytes
             self.replace(decoder)
-            raise Refused(400, "image: its decoder failed on it; it is not a readable image") from None
+            raise Refused(
+                400, "image: its decoder failed on it; it is not a readable image", reason="decoder_failed"
+            ) from None
         except BaseException:  # the request was cancelled (its client left): the decoder's work is dropped
             self.replace(decoder)
             raise
@@ -155,7 +161,8 @@ class ImagePreparer:
         else:
             self.give_back(decoder)
         if kind == "refused":
-            raise Refused(400, result)
+            reason, detail = result
+            raise Refused(400, detail, reason=reason)
         return result
 
     async def take_decoder(self) -> Decoder:

@@ -11,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, WithJsonSchema
 
+from mnist_lightning.tools.serve.operations import note_reason
+
 ImageText = Annotated[
     Any,  # checked by prepared_digit, off the event loop (see preparing.py): "must be a string" and all
     WithJsonSchema({"type": "string", "description": "base64 PNG or JPEG of one digit; a data URL is fine"}),
@@ -33,9 +35,12 @@ class DigitRequest(BaseModel):
 def validation_error_response(request: Request, error: RequestValidationError) -> JSONResponse:
     """400 with one sentence per problem, e.g. ``image: is not valid base64 (...)``, instead of FastAPI's 422
     list of error objects."""
-    problems = []
+    problems, reasons = [], []
     for problem in error.errors():
         where = ".".join(str(part) for part in problem.get("loc", ()) if part != "body") or "body"
+        reasons.append(
+            {"json_invalid": "not_json", "missing": "no_image"}.get(problem.get("type"), "bad_body")
+        )
         if problem.get("type") == "json_invalid":
             problems.append(
                 f"the body is not valid JSON ({problem.get('ctx', {}).get('error', 'decode error')})"
@@ -45,6 +50,7 @@ def validation_error_response(request: Request, error: RequestValidationError) -
             if message[1:2].islower():  # "Field required", not "ICO images ..."
                 message = message[0].lower() + message[1:]
             problems.append(f"{where}: {message}" if message else where)
+    note_reason(request.scope, reasons[0] if reasons else "bad_body")
     return JSONResponse(status_code=400, content={"detail": "; ".join(problems)})
 
 

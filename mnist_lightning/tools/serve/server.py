@@ -4,7 +4,9 @@
   ``{"prediction": 7, "label": "7", "confidence": 0.98, "probabilities": [...]}``. The image is prepared as
   ``predict`` prepares image files (grayscale, auto-invert, fit, centre: ``mnist_lightning.data.digits``).
 - ``GET /`` is the drawing page (``static/draw.html``), ``GET /favicon.ico`` its icon; ``GET /health`` and
-  ``GET /info`` (the class names) are LitServe's.
+  ``GET /info`` (the class names) are LitServe's; ``GET /metrics`` (Prometheus), ``/livez`` and ``/readyz``
+  are for those who run it (``operations.py``). Every answer names the model's version; ``--model_dir`` serves
+  the newest file of a folder and swaps in a newer one without a restart (``model_versions.py``).
 - The body is read as JSON whatever its ``Content-Type`` (``curl -d`` sends a form's).
 - A bad request gets a 4xx with ``{"detail": "what was wrong"}``: 400 for a body that is not JSON, has no
   ``image``, or whose image is not base64, not an image, blank, or took longer than ``--decode_timeout`` to
@@ -32,9 +34,9 @@ import sys
 from importlib.resources import files
 
 import litserve as ls
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.middleware.gzip import GZipMiddleware
 
 from mnist_lightning import compat
@@ -47,6 +49,8 @@ from mnist_lightning.tools.serve.guards import (
     header_deadline_protocol,
 )
 from mnist_lightning.tools.serve.inference import DigitClassifierAPI, ModelSource, freeze_imported_objects
+from mnist_lightning.tools.serve.model_versions import first_model, forward_reloads
+from mnist_lightning.tools.serve.operations import RequestMetrics, metrics_folder, metrics_text, note_reason
 from mnist_lightning.tools.serve.preparing import ImagePreparer, Refused
 from mnist_lightning.tools.serve.requests import (
     DigitRequest,
@@ -107,6 +111,7 @@ def build_server(
         "/", draw_page, methods=["GET"], response_class=HTMLResponse, include_in_schema=False
     )
     server.app.add_api_route("/favicon.ico", favicon, methods=["GET"], include_in_schema=False)
+    add_operations_routes(server, api)
     prepare_off_the_event_loop(server, preparer)
     if pipes:
         compat.replace_litserve_queues(server, multiprocessing.get_context("spawn").Queue, PipeTransport)
@@ -117,11 +122,35 @@ def build_server(
     ]
     server.app.add_middleware(JsonBody)
     server.app.add_middleware(BodyDeadline, seconds=read_timeout)
-    server.app.add_middleware(SameOriginOnly)  # the outermost: a refused request costs nothing more
+    server.app.add_middleware(SameOriginOnly)  # a refused request costs nothing more
+    paths = frozenset(getattr(route, "path", "") for route in server.app.router.routes)
+    server.app.add_middleware(RequestMetrics, paths=paths)  # the outermost: it counts every answer
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
     server.app.add_exception_handler(413, body_too_large_response(max_request_bytes))
     server.app.add_exception_handler(Refused, refused_response)
     return server
+
+
+def metrics(request: Request) -> Response:
+    body, content_type = metrics_text()
+    return Response(body, media_type=content_type)
+
+
+def alive(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def add_operations_routes(server: ls.LitServer, api: DigitClassifierAPI) -> None:
+    """``GET /metrics`` (with the ``--api_key``, as ``/health``: it tells the traffic and the model), and
+    without a key, for probes: ``GET /livez``, 200 while the HTTP process answers, and ``GET /readyz``,
+    LitServe's own ``/health``, 200 once every worker's ``setup`` has returned (the model loaded and a
+    warm-up batch answered: ``inference.DigitClassifierAPI.setup``), 503 before."""
+    (health,) = [route for route in server.app.router.routes if getattr(route, "path", "") == "/health"]
+    server.app.add_api_route(
+        "/metrics", metrics, methods=["GET"], dependencies=[Depends(api.authorize)], include_in_schema=False
+    )
+    server.app.add_api_route("/livez", alive, methods=["GET"], include_in_schema=False)
+    server.app.add_api_route("/readyz", health.endpoint, methods=["GET"], include_in_schema=False)
 
 
 def prepare_off_the_event_loop(server: ls.LitServer, preparer: ImagePreparer) -> None:
@@ -147,6 +176,8 @@ def prepare_off_the_event_loop(server: ls.LitServer, preparer: ImagePreparer) ->
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        # ignored before the decoders' fork server starts, which inherits it: SIGHUP is for the workers
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         preparer.start()
         try:
             async with serve_requests(app) as state:
@@ -158,6 +189,7 @@ def prepare_off_the_event_loop(server: ls.LitServer, preparer: ImagePreparer) ->
 
 
 def refused_response(request: Request, refused: Refused) -> JSONResponse:
+    note_reason(request.scope, refused.reason)
     headers = {"Retry-After": str(refused.retry_after)} if refused.retry_after else None
     return JSONResponse(status_code=refused.status, content={"detail": refused.detail}, headers=headers)
 
@@ -224,7 +256,15 @@ def options_parser() -> CommandParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--ckpt_path", help="checkpoint written by 'fit'")
     source.add_argument("--model", help="a file written by 'export' (.onnx or .pt2)")
+    source.add_argument(
+        "--model_dir",
+        help="a folder of files written by 'export': serves the newest; swaps in a newer one (or on SIGHUP)",
+    )
     add_trust_option(parser)
+    parser.add_argument(
+        "--model_poll", type=float, default=1.0,
+        help="seconds between two looks at --model_dir for a newer file (0: only on SIGHUP)",
+    )  # fmt: skip
     parser.add_argument(
         "--host", default="127.0.0.1",
         help="address or name to listen on (127.0.0.1: this machine only; 0.0.0.0: every address it has)",
@@ -288,19 +328,30 @@ def main(args: list[str]) -> None:
             parser.error(f"--{name} must be at least 1, got {getattr(options, name)}")
     if options.decode_queue < 0:
         parser.error(f"--decode_queue must be 0 or more, got {options.decode_queue}")
+    if not options.model_poll >= 0:
+        parser.error(f"--model_poll must be 0 seconds or more, got {options.model_poll}")
     for name in ("max_request_mb", "decode_timeout", "read_timeout"):
         if not getattr(options, name) > 0:
             parser.error(f"--{name} must be greater than 0, got {getattr(options, name)}")
 
+    trusted = tuple(options.trust)
+    folder = None
+    if options.model_dir is not None:
+        path, folder = first_model(
+            options.model_dir,
+            lambda path: ModelSource(path, exported=True, trusted_modules=trusted).class_names(),
+            options.model_poll,
+        )
     model_source = ModelSource(
-        options.model or options.ckpt_path,
-        exported=options.model is not None,
-        trusted_modules=tuple(options.trust),
+        path if folder else options.model or options.ckpt_path,
+        exported=options.ckpt_path is None,
+        trusted_modules=trusted,
     )
     classes = model_source.class_names()
     api = DigitClassifierAPI(
-        model_source, classes, options.max_batch_size, options.batch_timeout, options.threads, options.api_key
-    )
+        model_source, classes, options.max_batch_size, options.batch_timeout, options.threads,
+        options.api_key, folder=folder,
+    )  # fmt: skip
     preparer = ImagePreparer(options.decoders, options.decode_queue, options.decode_timeout)
     server = build_server(
         api, int(options.max_request_mb * 1_000_000), preparer, workers=options.workers, pipes=options.pipes,
@@ -308,10 +359,12 @@ def main(args: list[str]) -> None:
     )  # fmt: skip
     listening = listening_socket(options.host, options.port)
     stop_on_signals()
+    forward_reloads(server)
     freeze_imported_objects()  # the HTTP processes are forked from this one after this
     where = f"[{options.host}]" if ":" in options.host else options.host
-    print(f"Serving {model_source.path} at http://{where}:{options.port}/ (Ctrl-C stops it)", flush=True)
-    with listening:
+    served = f"{model_source.path} (the newest model in {options.model_dir})" if folder else model_source.path
+    print(f"Serving {served} at http://{where}:{options.port}/ (Ctrl-C stops it)", flush=True)
+    with listening, metrics_folder():
         server.run(
             host="127.0.0.1",  # what LitServer.run checks; uvicorn listens on the socket bound above
             port=options.port,
