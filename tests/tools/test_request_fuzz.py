@@ -7,12 +7,13 @@ import base64
 import json
 import warnings
 
+from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from mnist_lightning.tools.serve.image_text import prepared_digit
+from mnist_lightning.tools.serve.image_text import BadImage, prepared_digit
 from mnist_lightning.tools.serve.requests import DigitRequest, validation_error_response
 
 from helpers.fuzzing import fuzz_settings, untrusted_bytes
@@ -38,6 +39,9 @@ image_fields = st.one_of(
     json_values,
 )
 
+# the kinds of refusal /metrics counts (docs/export-serve.md)
+REASONS = {"not_a_string", "empty", "not_base64", "not_an_image", "no_digit"}
+
 
 def assert_one_sentence(message: str) -> None:
     assert message and "\n" not in message and len(message) < 500, message
@@ -45,13 +49,13 @@ def assert_one_sentence(message: str) -> None:
 
 @fuzz_settings
 @given(value=image_fields)
-def test_any_image_field_gives_784_bytes_or_a_one_sentence_value_error(value):
+def test_any_image_field_gives_784_bytes_or_a_one_sentence_refusal_of_a_known_kind(value):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
             digit = prepared_digit(value)
         except ValueError as refusal:
-            assert type(refusal) is ValueError
+            assert type(refusal) is BadImage and refusal.reason in REASONS, refusal
             assert_one_sentence(str(refusal))
         else:
             assert isinstance(digit, bytes) and len(digit) == 784
@@ -67,14 +71,15 @@ def test_any_json_body_gives_a_request_or_a_400_that_says_why(body):
         try:
             request = DigitRequest.model_validate_json(json.dumps(body))
         except ValidationError as refusal:
-            answer = validation_error_response(None, RequestValidationError(refusal.errors()))
+            error = RequestValidationError(refusal.errors())
+            answer = validation_error_response(Request({"type": "http"}), error)
             assert answer.status_code == 400
             assert_one_sentence(json.loads(answer.body)["detail"])
         else:  # its image is prepared by a decoder process (tools/serve/preparing.py), as here
             try:
                 digit = prepared_digit(request.image)
             except ValueError as refusal:
-                assert type(refusal) is ValueError
+                assert type(refusal) is BadImage and refusal.reason in REASONS, refusal
                 assert_one_sentence(str(refusal))
             else:
                 assert isinstance(digit, bytes) and len(digit) == 784

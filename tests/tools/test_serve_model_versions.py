@@ -256,14 +256,10 @@ def wait_for(condition, what: str, deadline: float = DEADLINE) -> None:
 
 def expected_by_version(models: list[Path], pictures) -> dict[str, np.ndarray]:
     """What each model answers for the pictures, prepared as the server prepares them, by version."""
-    import torch
+    from mnist_lightning.data.digits import prepare_digit
+    from mnist_lightning.tools.exported_files import load_exported
 
-    from mnist_lightning.data.images import prepare_digit
-    from mnist_lightning.tools.export import load_exported
-
-    images = (torch.stack([prepare_digit(picture) for picture in pictures]).numpy()[:, None] / 255).astype(
-        np.float32
-    )
+    images = (np.stack([prepare_digit(picture) for picture in pictures])[:, None] / 255).astype(np.float32)
     return {version_of(path): load_exported(path)[0](images) for path in models}
 
 
