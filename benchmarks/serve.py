@@ -66,7 +66,7 @@ from mnist_lightning.data.digits import prepare_digit
 REPO = Path(__file__).resolve().parents[1]
 LUA_SCRIPT = REPO / "benchmarks" / "post_bodies.lua"
 # what says a server is ready to answer: serve's model loaded and warmed up; the baselines' process up
-READY_PATHS = {"a": "/health", "b": "/health"}
+READY_PATHS = {"a": "/readyz", "b": "/readyz"}
 MEMORY_HEADER = (
     "Answers and memory: RSS, the resident memory of all the server's processes added up (a page shared by "
     "forked processes counts in each); PSS, each shared page divided among the processes that share it; "
