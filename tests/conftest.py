@@ -32,9 +32,9 @@ def no_network(monkeypatch):
 # whole files in collection order (--no-loadscope-reorder keeps it, rather than most tests first), so these
 # start at once and the short files fill in around them, instead of one worker finishing a long file alone.
 LONGEST_FILES = (
-    "test_sweep", "test_serve", "test_page", "test_serve_exposure", "test_resume", "test_distributed",
-    "test_cli", "test_tracking", "test_kfold", "test_promises", "test_predict", "test_lr_find", "test_swap",
-    "test_trackers", "test_export", "test_sweep_report",
+    "test_sweep", "test_serve", "test_page", "test_serve_exposure", "test_promises", "test_resume",
+    "test_export", "test_tracking", "test_distributed", "test_cli", "test_kfold", "test_swap", "test_predict",
+    "test_lr_find", "test_trackers", "test_bad_input", "test_provenance", "test_sweep_report",
 )  # fmt: skip
 # The files whose tests use the digit server (``server``, ``guarded_server``): one unit of work for
 # pytest-xdist, so that one worker trains digit_checkpoint and starts each server once.
