@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(items) -> None:
     """Tests that use the real MNIST files or the server subprocess are ``slow`` (as are the tests marked so
     for the processes they start): ``pytest -m "not slow"`` is the quick inner loop. Longest files first."""
     for item in items:
-        if {"real_data", "server", "guarded_server"} & set(getattr(item, "fixturenames", ())):
+        if {"real_data", "server"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
     rank = {name: index for index, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a file's own order is kept

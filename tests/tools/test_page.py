@@ -124,6 +124,7 @@ def test_a_tap_is_a_dot_and_the_page_sends_no_blank_drawing_nor_asks_for_a_missi
     assert problems == []  # no 404 of a favicon, no 400 of a blank drawing
 
 
+@pytest.mark.slow  # the browser
 def test_the_page_sends_the_api_key_from_its_url_and_says_when_it_has_none(guarded_server, browser):
     browser.get(f"{guarded_server.url}/#key={quote(GUARDED_KEY)}")  # its spaces as %20
     wait = WebDriverWait(browser, 30)
