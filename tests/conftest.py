@@ -1,5 +1,5 @@
 """Shared fixtures: tiny MNIST-format IDX files written by the tests, the real data, the network blocked, a
-tiny checkpoint and the server subprocess. Functions the tests share live in ``tests/helpers``."""
+tiny checkpoint and the server subprocesses. Functions the tests share live in ``tests/helpers``."""
 
 from __future__ import annotations
 
@@ -28,12 +28,17 @@ def no_network(monkeypatch):
     monkeypatch.setattr("socket.socket.connect_ex", OFFLINE_GUARD.connect_ex)
 
 
-# The files that take longest, longest first: pytest-xdist hands out whole files in collection order, so these
+# The files that take longest, longest first (pytest --durations on a 2-core machine): pytest-xdist hands out
+# whole files in collection order (--no-loadscope-reorder keeps it, rather than most tests first), so these
 # start at once and the short files fill in around them, instead of one worker finishing a long file alone.
 LONGEST_FILES = (
-    "test_resume", "test_sweep", "test_distributed", "test_tracking", "test_promises", "test_serve",
-    "test_cli",
+    "test_sweep", "test_serve", "test_page", "test_serve_exposure", "test_promises", "test_resume",
+    "test_export", "test_tracking", "test_distributed", "test_cli", "test_kfold", "test_swap", "test_predict",
+    "test_lr_find", "test_trackers", "test_bad_input", "test_provenance", "test_sweep_report",
 )  # fmt: skip
+# The files whose tests use the digit server (``server``, ``guarded_server``): one unit of work for
+# pytest-xdist, so that one worker trains digit_checkpoint and starts each server once.
+SERVED_FILES = ("test_serve", "test_page", "test_serve_exposure")
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -44,6 +49,21 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.slow)
     rank = {name: index for index, name in enumerate(LONGEST_FILES)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: a file's own order is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` with the SERVED_FILES as one unit; other ``--dist`` modes left to pytest-xdist."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class ServedFilesTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "the files of the digit server" if Path(path).stem in SERVED_FILES else path
+
+    return ServedFilesTogether(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -119,6 +139,22 @@ def server(tmp_path_factory, digit_checkpoint):
     from helpers.serving import ServerProcess
 
     served = ServerProcess("--ckpt_path", digit_checkpoint, cwd=tmp_path_factory.mktemp("serve"))
+    yield served
+    assert served.stop(signal.SIGTERM) == 0, served.stderr()[-3000:]
+    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+
+
+@pytest.fixture(scope="session")
+def guarded_server(tmp_path_factory, digit_checkpoint):
+    """``serve`` as one exposes it: on ``localhost``, with an API key (``GUARDED_KEY``), a short read timeout
+    (``GUARDED_READ_TIMEOUT``) and ``--docs``; stopped with SIGTERM at the end, which must end it cleanly."""
+    from helpers.serving import GUARDED_KEY, GUARDED_READ_TIMEOUT, ServerProcess
+
+    served = ServerProcess(
+        "--ckpt_path", digit_checkpoint, "--host", "localhost", "--api_key", GUARDED_KEY,
+        "--read_timeout", GUARDED_READ_TIMEOUT, "--docs", cwd=tmp_path_factory.mktemp("guarded"),
+        host="localhost", api_key=GUARDED_KEY,
+    )  # fmt: skip
     yield served
     assert served.stop(signal.SIGTERM) == 0, served.stderr()[-3000:]
     assert "Traceback" not in served.stderr(), served.stderr()[-3000:]

@@ -25,6 +25,9 @@ STARTUP_DEADLINE = (
     180.0  # seconds for the server to answer /health (imports torch twice on a busy 2-core CPU)
 )
 STOP_DEADLINE = 60.0
+# the guarded server (conftest's guarded_server): its API key and --read_timeout (seconds)
+GUARDED_KEY = "correct horse battery staple"
+GUARDED_READ_TIMEOUT = 2
 
 
 def digit_picture(digit: int, rng: np.random.Generator) -> Image.Image:

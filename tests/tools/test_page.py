@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from selenium import webdriver
@@ -17,7 +18,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from helpers.serving import ServerProcess
+from helpers.serving import GUARDED_KEY
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 # A "7": a bar from left to right, then a stroke down to the lower left (offsets from the canvas centre).
@@ -123,24 +124,17 @@ def test_a_tap_is_a_dot_and_the_page_sends_no_blank_drawing_nor_asks_for_a_missi
     assert problems == []  # no 404 of a favicon, no 400 of a blank drawing
 
 
-@pytest.mark.slow  # a server of its own
-def test_the_page_sends_the_api_key_from_its_url_and_says_when_it_has_none(
-    tmp_path, digit_checkpoint, browser
-):
-    key = "s3cret-key"
-    served = ServerProcess("--ckpt_path", digit_checkpoint, "--api_key", key, cwd=tmp_path, api_key=key)
-    try:
-        browser.get(f"{served.url}/#key={key}")
-        wait = WebDriverWait(browser, 30)
-        wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#bars .row")) == 10)  # /info, keyed
-        draw_a_seven(browser, wait)
-        assert browser.find_element(By.ID, "prediction").text in [str(digit) for digit in range(10)]
-        assert browser.find_element(By.ID, "status").text == ""
+@pytest.mark.slow  # the browser
+def test_the_page_sends_the_api_key_from_its_url_and_says_when_it_has_none(guarded_server, browser):
+    browser.get(f"{guarded_server.url}/#key={quote(GUARDED_KEY)}")  # its spaces as %20
+    wait = WebDriverWait(browser, 30)
+    wait.until(lambda page: len(page.find_elements(By.CSS_SELECTOR, "#bars .row")) == 10)  # /info, keyed
+    draw_a_seven(browser, wait)
+    assert browser.find_element(By.ID, "prediction").text in [str(digit) for digit in range(10)]
+    assert browser.find_element(By.ID, "status").text == ""
 
-        browser.get(f"{served.url}/")  # no key in the URL
-        draw_a_seven(browser, wait)
-        assert browser.find_element(By.ID, "prediction").text == ""
-        status = browser.find_element(By.ID, "status").text
-        assert status.startswith("this server needs its API key") and "#key=" in status
-    finally:
-        assert served.stop() == 0
+    browser.get(f"{guarded_server.url}/")  # no key in the URL
+    draw_a_seven(browser, wait)
+    assert browser.find_element(By.ID, "prediction").text == ""
+    status = browser.find_element(By.ID, "status").text
+    assert status.startswith("this server needs its API key") and "#key=" in status

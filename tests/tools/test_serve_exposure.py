@@ -5,7 +5,6 @@ reported as one paragraph. The real server runs as a subprocess (``helpers.servi
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import time
 
@@ -15,23 +14,16 @@ from mnist_lightning.cli.main import main
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.serve.server import listening_socket, options_parser
 
-from helpers.serving import ServerProcess, digit_pictures, encoded, free_port, get, post, predict
-
-KEY = "correct horse battery staple"
-READ_TIMEOUT = 2  # seconds, the guarded server's --read_timeout
-
-
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory, digit_checkpoint):
-    """``serve`` as one exposes it: on ``localhost``, with an API key, a short read timeout and ``--docs``."""
-    served = ServerProcess(
-        "--ckpt_path", digit_checkpoint, "--host", "localhost", "--api_key", KEY,
-        "--read_timeout", READ_TIMEOUT, "--docs", cwd=tmp_path_factory.mktemp("guarded"), host="localhost",
-        api_key=KEY,
-    )  # fmt: skip
-    yield served
-    assert served.stop(signal.SIGTERM) == 0, served.stderr()[-3000:]
-    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+from helpers.serving import (
+    GUARDED_KEY,
+    GUARDED_READ_TIMEOUT,
+    digit_pictures,
+    encoded,
+    free_port,
+    get,
+    post,
+    predict,
+)
 
 
 def digit_body() -> tuple[bytes, int]:
@@ -69,40 +61,40 @@ def test_docs_are_off_by_default(server):
     assert get(f"{server.url}/openapi.json")[0] == 404
 
 
-def test_docs_are_served_when_asked_for(guarded):
-    status, page = get(f"{guarded.url}/docs")
+def test_docs_are_served_when_asked_for(guarded_server):
+    status, page = get(f"{guarded_server.url}/docs")
     assert status == 200 and b"swagger-ui" in page and b"https://cdn.jsdelivr.net/" in page
-    status, schema = get(f"{guarded.url}/openapi.json")
+    status, schema = get(f"{guarded_server.url}/openapi.json")
     assert status == 200 and "/predict" in json.loads(schema)["paths"]
 
 
-def test_the_api_key_is_needed_when_set(guarded):
+def test_the_api_key_is_needed_when_set(guarded_server):
     body, digit = digit_body()
-    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}):
-        status, answer = post(f"{guarded.url}/predict", body, headers=headers)
+    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": GUARDED_KEY[:-1]}):
+        status, answer = post(f"{guarded_server.url}/predict", body, headers=headers)
         assert status == 401
         assert answer["detail"].startswith("this server needs its API key in the X-API-Key header")
-    status, answer = post(f"{guarded.url}/predict", body, headers={"X-API-Key": KEY})
+    status, answer = post(f"{guarded_server.url}/predict", body, headers={"X-API-Key": GUARDED_KEY})
     assert (status, answer["prediction"]) == (200, digit)
-    assert get(f"{guarded.url}/")[0] == 200  # the page itself needs no key; LitServe's routes do
+    assert get(f"{guarded_server.url}/")[0] == 200  # the page itself needs no key; LitServe's routes do
     for route in ("/info", "/health"):
-        assert get(f"{guarded.url}{route}")[0] == 401
-        assert get(f"{guarded.url}{route}", headers={"X-API-Key": KEY})[0] == 200
+        assert get(f"{guarded_server.url}{route}")[0] == 401
+        assert get(f"{guarded_server.url}{route}", headers={"X-API-Key": GUARDED_KEY})[0] == 200
 
 
 def test_the_api_key_comes_from_lit_server_api_key_too(monkeypatch):
-    monkeypatch.setenv("LIT_SERVER_API_KEY", KEY)
-    assert options_parser().parse_args(["--model", "m.onnx"]).api_key == KEY
+    monkeypatch.setenv("LIT_SERVER_API_KEY", GUARDED_KEY)
+    assert options_parser().parse_args(["--model", "m.onnx"]).api_key == GUARDED_KEY
     monkeypatch.delenv("LIT_SERVER_API_KEY")
     assert options_parser().parse_args(["--model", "m.onnx"]).api_key is None
 
 
-def test_serving_on_localhost_works(guarded):
+def test_serving_on_localhost_works(guarded_server):
     """The guarded server listens on ``--host localhost``; the other tests reach it there."""
     pictures, digits = digit_pictures(3, seed=29)
-    assert guarded.url.startswith("http://localhost:")
+    assert guarded_server.url.startswith("http://localhost:")
     for picture, digit in zip(pictures, digits, strict=True):
-        status, answer = predict(guarded.url, encoded(picture), {"X-API-Key": KEY})
+        status, answer = predict(guarded_server.url, encoded(picture), {"X-API-Key": GUARDED_KEY})
         assert (status, answer["prediction"]) == (200, digit)
 
 
@@ -110,11 +102,11 @@ def connect(port: int) -> socket.socket:
     return socket.create_connection(("localhost", port), timeout=30)
 
 
-def test_a_client_that_sends_its_body_too_slowly_is_cut_off_with_408(guarded):
-    with connect(guarded.port) as client:
+def test_a_client_that_sends_its_body_too_slowly_is_cut_off_with_408(guarded_server):
+    with connect(guarded_server.port) as client:
         client.sendall(
             b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            b"X-API-Key: " + KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"image": "'
+            b"X-API-Key: " + GUARDED_KEY.encode() + b'\r\nContent-Length: 1000\r\n\r\n{"image": "'
         )
         started = time.monotonic()
         answer = b""
@@ -123,17 +115,17 @@ def test_a_client_that_sends_its_body_too_slowly_is_cut_off_with_408(guarded):
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"the request body did not arrive within 2 s" in answer
-    assert READ_TIMEOUT - 0.5 < waited < READ_TIMEOUT + 20
+    assert GUARDED_READ_TIMEOUT - 0.5 < waited < GUARDED_READ_TIMEOUT + 20
 
 
-def test_a_client_that_sends_its_headers_too_slowly_is_cut_off(guarded):
-    with connect(guarded.port) as client:
+def test_a_client_that_sends_its_headers_too_slowly_is_cut_off(guarded_server):
+    # both clients at once: the server's read timeout runs for each while the test waits on the first
+    with connect(guarded_server.port) as client, connect(guarded_server.port) as silent:
         client.sendall(b"POST /predict HTTP/1.1\r\nHost: local")  # and nothing more
         started = time.monotonic()
         assert client.recv(4096) == b""  # closed, without an answer
-        assert READ_TIMEOUT - 0.5 < time.monotonic() - started < READ_TIMEOUT + 20
-    with connect(guarded.port) as client:  # connected, nothing sent
-        assert client.recv(4096) == b""
+        assert GUARDED_READ_TIMEOUT - 0.5 < time.monotonic() - started < GUARDED_READ_TIMEOUT + 20
+        assert silent.recv(4096) == b""  # connected, nothing sent: closed too
 
 
 def whole_response(client: socket.socket) -> bytes:
@@ -152,9 +144,11 @@ def whole_response(client: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def test_an_idle_keep_alive_connection_is_closed(guarded):
-    with connect(guarded.port) as client:
-        client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-API-Key: " + KEY.encode() + b"\r\n\r\n")
+def test_an_idle_keep_alive_connection_is_closed(guarded_server):
+    with connect(guarded_server.port) as client:
+        client.sendall(
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-API-Key: " + GUARDED_KEY.encode() + b"\r\n\r\n"
+        )
         assert whole_response(client).startswith(b"HTTP/1.1 200 ")
         started = time.monotonic()
         assert client.recv(4096) == b""  # closed by the server
