@@ -136,8 +136,10 @@ def test_an_evaluation_of_a_checkpoint_logs_into_its_runs_wandb_run_without_the_
     assert status == 0, stderr[-3000:]
     assert sys.modules["wandb"].run is None
 
-    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))  # offline, each session of a run has a folder
-    assert len(runs) == 2 and all(run.name.endswith(run_id) for run in runs), runs
+    # offline, each session of a run has a folder, named after the time it started and the run's id (and "-1"
+    # after the id for a session that started in the same second as the one before it)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(re.search(rf"-{run_id}(-\d+)?$", run.name) for run in runs), runs
     tested = runs[-1] / "files"  # the test's session: its folder is named after the time it started
     metrics = folder / "test" / "last" / "metrics.json"
     assert (tested / "version_0" / "test" / "last" / "metrics.json").read_text() == metrics.read_text()
