@@ -9,6 +9,8 @@ import io
 import json
 import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +34,7 @@ from mnist_lightning.tools.serve.inference import (
 from mnist_lightning.tools.serve.server import listening_socket
 
 from helpers import bombs
+from helpers.commands import subprocess_env
 from helpers.serving import (
     ServerProcess,
     digit_pictures,
@@ -171,6 +174,23 @@ def test_the_page_and_the_class_names_are_served(server):
     status, info = get(f"{server.url}/info")
     assert status == 200
     assert json.loads(info)["model"]["classes"] == [str(digit) for digit in range(10)]
+
+
+def test_the_modules_an_onnx_server_runs_import_neither_torch_nor_lightning():
+    """What the server's processes import to serve an ONNX file: the command and its options, the HTTP side
+    and its metrics, the decoders' preparation, the worker's API and the loading of the file (the test
+    below watches a real server's processes)."""
+    code = (
+        "import sys; import mnist_lightning.cli.main, mnist_lightning.tools.serve.server, "
+        "mnist_lightning.tools.serve.image_text, mnist_lightning.tools.serve.inference, "
+        "mnist_lightning.tools.exported_files; "
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'lightning', 'torchvision'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "[]"
 
 
 @pytest.mark.slow  # whole processes
