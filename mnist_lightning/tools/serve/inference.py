@@ -153,6 +153,7 @@ class DigitClassifierAPI(ls.LitAPI):
             self.load, self.classes, self.folder, self.metrics.serving, self.metrics.refused
         )
         self.model.start(self.source.path)  # loaded, and a warm-up batch answered, before the worker is ready
+        self.model.watch_in_background()
         signal.signal(signal.SIGHUP, lambda signum, frame: self.model.reload() if self.folder else None)
         freeze_imported_objects()
 

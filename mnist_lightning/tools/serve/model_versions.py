@@ -140,9 +140,12 @@ class ServedModel:
         self.missing_logged = False
 
     def start(self, path: str) -> None:
-        """Load ``path`` and warm it up (a failure raises: the worker fails to start); watch the folder."""
+        """Load ``path`` and warm it up (a failure raises: the worker fails to start)."""
         self.current = self.prepare(signature_of(path))
         self.on_switch(self.current.version, None)
+
+    def watch_in_background(self) -> None:
+        """Watch the folder (if any) in a thread of this process, for as long as it runs."""
         if self.folder is not None:
             threading.Thread(target=self.watch, name="model-versions", daemon=True).start()
 
