@@ -26,6 +26,10 @@ IRRELEVANT_WARNINGS = (
     # Lightning cannot make a custom batch sampler keep the last, partial batch when predicting;
     # ShardedBatchSampler never drops a sample, so the warning does not apply
     (r"You are using a custom batch sampler `ShardedBatchSampler`", r"lightning\.pytorch\."),
+    # jsonargparse (4.51) names the subclasses of an option's type in its error message, and warns of each it
+    # cannot name: e.g. pydantic.v1's ConstrainedInt, a subclass of int, once FastAPI has imported pydantic.v1
+    # in the process. Not the user's classes, nor their mistake, which the error message names
+    (r"\s*Hit failing import with following error", r"jsonargparse\._typehints"),
 )
 # resuming a run (fit --ckpt_path): its checkpoint folder holds the run's earlier checkpoints, as it should
 RESUME_WARNINGS = ((r"Checkpoint directory .* exists and is not empty", r"lightning\.pytorch\."),)

@@ -265,6 +265,16 @@ def test_bad_option_or_config_file_is_one_short_message(workdir, tiny_data, prob
     assert len(stderr.strip().splitlines()) <= 4
 
 
+def test_a_value_of_the_wrong_type_is_one_short_message_once_pydantic_v1_is_imported(workdir, tiny_data):
+    """In a process that has imported pydantic.v1 (FastAPI does: the server's tests, a notebook), jsonargparse
+    4.51 warns of int's subclass ConstrainedInt while it words the error; the message stays one paragraph."""
+    import pydantic.v1  # noqa: F401
+
+    args = (*fit(tiny_data), "--data.batch_size=many")
+    stderr = assert_fails_clearly(workdir, *args, expect=("many", "--help"))
+    assert len(stderr.strip().splitlines()) <= 4, stderr
+
+
 @pytest.mark.parametrize("option", ["--trainer.max_epoch=2", "--data.batch=16", "--print_conf"])
 def test_an_abbreviated_option_is_refused_as_in_a_config_file(workdir, tiny_data, option):
     full = {"--trainer.max_epoch": "--trainer.max_epochs", "--data.batch": "--data.batch_size"}
