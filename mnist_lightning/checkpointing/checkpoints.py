@@ -14,7 +14,7 @@ from mnist_lightning.checkpointing.trusted_classes import check_checkpoint_class
 from mnist_lightning.errors import UserError, first_line
 from mnist_lightning.legacy import current_class_path
 from mnist_lightning.models.classifier import MNISTClassifier
-from mnist_lightning.run_layout import CHECKPOINTS_FOLDER, RESUMABLE_NAMES
+from mnist_lightning.run_layout import CHECKPOINTS_FOLDER, LOG_ROOT, RESUMABLE_NAMES
 
 CKPT_KEYWORDS = ("last", "best", "hpc", "registry")
 
@@ -120,3 +120,14 @@ def best_checkpoint_of(checkpoint_path: Path) -> str:
     raise UserError(
         f"--ckpt_path best: '{checkpoint_path}' records no best checkpoint; pass a checkpoint file."
     )
+
+
+def newest_runs_checkpoint(keyword: str, log_root: str | Path = LOG_ROOT) -> str:
+    """``last`` or ``best``: that checkpoint of the newest run under ``log_root`` (its ``last.ckpt`` or
+    ``interrupted.ckpt``, or the best one its ModelCheckpoint recorded); a UserError when there is none.
+    ``validate``, ``test`` and ``predict`` look under their logger's folder; ``export`` and ``serve`` under
+    the default one."""
+    newest = find_resumable(log_root)
+    if newest is None:
+        raise UserError(f"--ckpt_path {keyword}: no checkpoint under '{log_root}' yet; run 'fit' first.")
+    return str(newest if keyword == "last" else best_checkpoint_of(newest))

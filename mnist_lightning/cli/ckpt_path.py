@@ -11,7 +11,7 @@ from jsonargparse import Namespace
 
 from mnist_lightning import schema
 from mnist_lightning.callbacks.progress import tell
-from mnist_lightning.checkpointing.checkpoints import best_checkpoint_of, find_resumable
+from mnist_lightning.checkpointing.checkpoints import find_resumable, newest_runs_checkpoint
 from mnist_lightning.cli.checks import option_values
 from mnist_lightning.cli.console import DEFAULT_CONFIG
 from mnist_lightning.cli.loggers import folder_logger
@@ -47,8 +47,8 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
             f"logger with a save_dir is configured; pass the checkpoint file itself."
         )
     log_root = Path(init_args.save_dir) / (init_args.get("name") or "")
-    newest = find_resumable(log_root)
     if subcommand == "fit":
+        newest = find_resumable(log_root)
         if keyword == "best":
             raise UserError("fit resumes from --ckpt_path last or from a checkpoint file, not from 'best'.")
         if newest is None:
@@ -56,9 +56,9 @@ def resolve_checkpoint_keyword(subcommand: str, config: Namespace) -> None:
             config.ckpt_path = None
             return
         init_args.version = newest.parent.parent.name  # cli/resume.py says so once the resume is checked
-    elif newest is None:
-        raise UserError(f"--ckpt_path {keyword}: no checkpoint under '{log_root}' yet; run 'fit' first.")
-    config.ckpt_path = str(newest if keyword == "last" else best_checkpoint_of(newest))
+        config.ckpt_path = str(newest)
+        return
+    config.ckpt_path = newest_runs_checkpoint(keyword, log_root)
 
 
 def keep_evaluation_with_its_run(subcommand: str, config: Namespace) -> None:

@@ -24,7 +24,7 @@ import torch
 from lightning.pytorch.cli import instantiate_module
 from torch import nn
 
-from mnist_lightning.checkpointing.checkpoints import read_checkpoint
+from mnist_lightning.checkpointing.checkpoints import newest_runs_checkpoint, read_checkpoint
 from mnist_lightning.checkpointing.trusted_classes import add_trust_option
 from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.cli.quiet import PT2_WRITER_WARNINGS, ignoring
@@ -324,7 +324,10 @@ def main(args: list[str]) -> None:
         description="Export a checkpoint to ONNX (.onnx) or torch.export (.pt2), checked against it on the "
         "test set (or, without the data set, on fixed synthetic images).",
     )
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by 'fit'")
+    parser.add_argument(
+        "--ckpt_path", required=True,
+        help="checkpoint written by 'fit' (best, last: the newest run's in lightning_logs/)",
+    )  # fmt: skip
     parser.add_argument("--output", required=True, help="file to write: ends in .onnx or .pt2")
     parser.add_argument(
         "--data.data_dir",
@@ -340,4 +343,8 @@ def main(args: list[str]) -> None:
     add_trust_option(parser)
     options = parser.parse_args(args)
     trusted, quantize = options.trust, options.quantize
-    export(options.ckpt_path, options.output, options.data_dir, options.overwrite, trusted, quantize)
+    ckpt_path = options.ckpt_path
+    if ckpt_path in ("best", "last"):
+        ckpt_path = newest_runs_checkpoint(ckpt_path)
+        print(f"--ckpt_path {options.ckpt_path}: {ckpt_path}", flush=True)
+    export(ckpt_path, options.output, options.data_dir, options.overwrite, trusted, quantize)

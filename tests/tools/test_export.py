@@ -209,3 +209,26 @@ def test_bad_arguments_are_clear_errors(tmp_path, tiny_checkpoint, args, message
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: ") and message in stderr
     assert [path.name for path in tmp_path.iterdir()] == ["half"]
+
+
+def test_export_and_serve_take_the_newest_runs_best_or_last_checkpoint(tmp_path, tiny_data):
+    """As test and predict do: --ckpt_path best or last names that checkpoint of the newest run in
+    lightning_logs/; with no run there yet, one error line says to fit first."""
+    status, _, stderr = run_main("serve", "--ckpt_path", "best", cwd=tmp_path)
+    assert (
+        status == 2
+        and "--ckpt_path best: no checkpoint under 'lightning_logs' yet; run 'fit' first." in stderr
+    )
+    status, _, stderr = run_main(
+        "fit", "--config", CONFIG, f"--data.data_dir={tiny_data}", *QUICK, cwd=tmp_path
+    )
+    assert status == 0, stderr[-3000:]
+    checkpoints = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    (best,) = checkpoints.glob("epoch=*.ckpt")
+    for keyword, expected in (("best", best), ("last", checkpoints / "last.ckpt")):
+        output = tmp_path / f"{keyword}.onnx"
+        args = ("--ckpt_path", keyword, "--output", output, "--data.data_dir", tiny_data)
+        status, stdout, stderr = run_main("export", *args, cwd=tmp_path)
+        assert status == 0, stderr[-3000:]
+        assert f"--ckpt_path {keyword}: {expected.relative_to(tmp_path)}\n" in stdout
+        assert "Check passed" in stdout

@@ -254,7 +254,9 @@ def options_parser() -> CommandParser:
         description="Serve the classifier over HTTP (LitServe): POST /predict, and a page to draw on at /.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="checkpoint written by 'fit'")
+    source.add_argument(
+        "--ckpt_path", help="checkpoint written by 'fit' (best, last: the newest run's in lightning_logs/)"
+    )
     source.add_argument("--model", help="a file written by 'export' (.onnx or .pt2)")
     source.add_argument(
         "--model_dir",
@@ -335,6 +337,11 @@ def main(args: list[str]) -> None:
             parser.error(f"--{name} must be greater than 0, got {getattr(options, name)}")
 
     trusted = tuple(options.trust)
+    if options.ckpt_path in ("best", "last"):  # torch: only to serve a checkpoint
+        from mnist_lightning.checkpointing.checkpoints import newest_runs_checkpoint
+
+        keyword, options.ckpt_path = options.ckpt_path, newest_runs_checkpoint(options.ckpt_path)
+        print(f"--ckpt_path {keyword}: {options.ckpt_path}", flush=True)
     folder = None
     if options.model_dir is not None:
         path, folder = first_model(
