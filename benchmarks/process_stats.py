@@ -29,31 +29,29 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def rss_mb(root: int) -> float:
-    """The resident memory of ``root``'s processes together, MB."""
+def summed_mb(root: int, file: str, field: str) -> float:
+    """``field`` (a figure in kB, e.g. ``VmRSS``) of ``/proc/<pid>/<file>`` added up over ``root``'s
+    processes, MB; a process that ended meanwhile counts nothing."""
     total = 0
     for pid in process_tree(root):
         try:
-            status = Path(f"/proc/{pid}/status").read_text()
+            text = Path(f"/proc/{pid}/{file}").read_text()
         except OSError:
             continue
-        found = re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE)
+        found = re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE)
         total += int(found.group(1)) if found else 0
     return total / 1024
+
+
+def rss_mb(root: int) -> float:
+    """The resident memory of ``root``'s processes together, MB."""
+    return summed_mb(root, "status", "VmRSS")
 
 
 def pss_mb(root: int) -> float:
     """The proportional memory of ``root``'s processes together, MB: each page shared by N processes counts
     1/N in each (forked processes share much of their memory, which RSS counts once per process)."""
-    total = 0
-    for pid in process_tree(root):
-        try:
-            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        found = re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE)
-        total += int(found.group(1)) if found else 0
-    return total / 1024
+    return summed_mb(root, "smaps_rollup", "Pss")
 
 
 def cpu_seconds(root: int) -> dict[str, float]:
