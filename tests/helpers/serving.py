@@ -171,17 +171,17 @@ class ServerProcess:
         return self.stderr_path.read_text()
 
 
-def process_group(leader: int) -> list[int]:
-    """The processes of ``leader``'s process group (a server started with ``start_new_session``: its HTTP
-    processes, workers, fork servers and image decoders), read from /proc."""
-    members = []
+def process_group(leader: int) -> set[int]:
+    """The live processes of ``leader``'s process group (a server started with ``start_new_session``: its HTTP
+    processes, workers, fork servers and image decoders; not those ended and not yet reaped), from /proc."""
+    members = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()  # after "pid (name)": state ppid pgrp ...
         except OSError:  # ended meanwhile
             continue
-        if int(fields[2]) == leader:
-            members.append(int(stat.parent.name))
+        if int(fields[2]) == leader and fields[0] != "Z":
+            members.add(int(stat.parent.name))
     return members
 
 

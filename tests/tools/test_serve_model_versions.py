@@ -302,22 +302,9 @@ def test_models_swap_under_concurrent_requests_without_a_failure(tmp_path, two_m
     assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
 
 
-def group_processes(group: int) -> set[int]:
-    """The ids of the live processes in process group ``group`` (not those ended and not yet reaped)."""
-    pids = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # ended meanwhile
-            continue
-        if int(fields[2]) == group and fields[0] != "Z":
-            pids.add(int(stat.parent.name))
-    return pids
-
-
 @pytest.mark.slow  # whole processes
 def test_sighup_loads_the_new_file_and_stops_no_process(tmp_path, two_models):
-    from helpers.serving import ServerProcess, digit_pictures, encoded, predict
+    from helpers.serving import ServerProcess, digit_pictures, encoded, predict, process_group
 
     old, new = two_models
     folder = tmp_path / "models"
@@ -327,7 +314,7 @@ def test_sighup_loads_the_new_file_and_stops_no_process(tmp_path, two_models):
     pictures, digits = digit_pictures(4, seed=29)
     try:
         assert predict(served.url, encoded(pictures[0]))[1]["model_version"] == version_of(old)
-        processes = group_processes(served.process.pid)
+        processes = process_group(served.process.pid)
         drop(new, folder, "new.onnx")
         served.process.send_signal(signal.SIGHUP)  # to the server's process: it passes it on to its workers
         wait_for(
@@ -337,7 +324,7 @@ def test_sighup_loads_the_new_file_and_stops_no_process(tmp_path, two_models):
         os.killpg(served.process.pid, signal.SIGHUP)  # to all its processes, as a closed terminal sends it
         for picture in pictures:  # answered: the HTTP processes, the decoders and the worker are still there
             assert predict(served.url, encoded(picture))[0] == 200
-        wait_for(lambda: group_processes(served.process.pid) == processes, "every process alive", 5)
+        wait_for(lambda: process_group(served.process.pid) == processes, "every process alive", 5)
     finally:
         status = served.stop(signal.SIGTERM)
     assert status == 0, served.stderr()[-3000:]
