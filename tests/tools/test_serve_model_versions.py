@@ -95,8 +95,8 @@ def test_the_first_model_is_the_newest_that_loads_and_the_others_are_logged(tmp_
             raise UserError("--model 'new.onnx' cannot be loaded (bad)")
         return CLASSES
 
-    path, folder = first_model(str(tmp_path), classes_of)
-    assert Path(path).name == "old.onnx" and folder.refused == (signature_of(broken),)
+    path, classes, folder = first_model(str(tmp_path), classes_of)
+    assert Path(path).name == "old.onnx" and classes == CLASSES and folder.refused == (signature_of(broken),)
     assert "serve: refused new.onnx: --model 'new.onnx' cannot be loaded (bad)" in capsys.readouterr().err
     broken.unlink()
     (tmp_path / "old.onnx").unlink()

@@ -80,20 +80,21 @@ class ModelFolder:
 
 def first_model(
     folder: str, classes_of: Callable[[str], list[str]], poll_s: float = POLL_SECONDS
-) -> tuple[str, ModelFolder]:
+) -> tuple[str, list[str], ModelFolder]:
     """The newest file of ``folder`` that loads (``classes_of`` raises UserError for one that does not, which
-    is refused with a line on stderr), and the folder with those refused; a UserError when none does."""
+    is refused with a line on stderr), its class names, and the folder with those refused; a UserError when
+    none does."""
     if not Path(folder).is_dir():
         raise UserError(f"--model_dir '{folder}' is not a folder; name the folder 'export' writes files to.")
     refused = []
     for signature in model_files(folder):
         try:
-            classes_of(signature[0])
+            classes = classes_of(signature[0])
         except UserError as err:
             log(f"refused {Path(signature[0]).name}: {err}")
             refused.append(signature)
             continue
-        return signature[0], ModelFolder(folder, tuple(refused), poll_s)
+        return signature[0], classes, ModelFolder(folder, tuple(refused), poll_s)
     found = (
         f"none of its {len(refused)} .onnx/.pt2 files loads" if refused else "it has no .onnx or .pt2 file"
     )

@@ -342,19 +342,18 @@ def main(args: list[str]) -> None:
 
         keyword, options.ckpt_path = options.ckpt_path, newest_runs_checkpoint(options.ckpt_path)
         print(f"--ckpt_path {keyword}: {options.ckpt_path}", flush=True)
-    folder = None
-    if options.model_dir is not None:
-        path, folder = first_model(
+    if options.model_dir is not None:  # the file's class names read as it is chosen, not read again
+        path, classes, folder = first_model(
             options.model_dir,
             lambda path: ModelSource(path, exported=True, trusted_modules=trusted).class_names(),
             options.model_poll,
         )
-    model_source = ModelSource(
-        path if folder else options.model or options.ckpt_path,
-        exported=options.ckpt_path is None,
-        trusted_modules=trusted,
-    )
-    classes = model_source.class_names()
+        model_source = ModelSource(path, exported=True, trusted_modules=trusted)
+    else:
+        model_source = ModelSource(
+            options.model or options.ckpt_path, exported=options.ckpt_path is None, trusted_modules=trusted
+        )
+        classes, folder = model_source.class_names(), None
     api = DigitClassifierAPI(
         model_source, classes, options.max_batch_size, options.batch_timeout, options.threads,
         options.api_key, folder=folder,
