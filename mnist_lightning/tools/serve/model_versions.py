@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -137,7 +138,10 @@ class ServedModel:
         self.load, self.classes, self.folder = load, classes, folder
         self.on_switch, self.on_refused = on_switch, on_refused
         self.refused: set[Signature] = set(folder.refused) if folder else set()
-        self.wake = threading.Event()
+        # a pipe, not a threading.Event: reload() runs in a SIGHUP handler, and a second SIGHUP arriving while
+        # the first held the Event's lock would deadlock the worker's main thread; os.write takes no lock
+        self.wake_reader, self.wake_writer = os.pipe()
+        os.set_blocking(self.wake_writer, False)
         self.missing_logged = False
 
     def start(self, path: str) -> None:
@@ -157,7 +161,8 @@ class ServedModel:
 
     def reload(self) -> None:
         """Look at the folder now, and try again the files refused so far (SIGHUP)."""
-        self.wake.set()
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: a look is already due
+            os.write(self.wake_writer, b"\0")
 
     def watch(self) -> None:
         while True:
@@ -165,8 +170,8 @@ class ServedModel:
 
     def wait_and_look(self) -> None:
         """Wait for the next look (``poll_s``, or a reload), then look."""
-        if self.wake.wait(self.folder.poll_s or None):
-            self.wake.clear()
+        if select.select([self.wake_reader], [], [], self.folder.poll_s or None)[0]:
+            os.read(self.wake_reader, 4096)
             self.refused.clear()
         self.look()
 
