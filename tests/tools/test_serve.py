@@ -110,7 +110,9 @@ BAD_REQUESTS = {
         400,
         "image: ICO images are not accepted; send PNG, JPEG, GIF, BMP, WebP or TIFF",
     ),
-    "body too large": (json.dumps({"image": "A" * 5_000_000}).encode(), 413, "over the 4 MB limit"),
+    # 30 MB: far more than the server reads before refusing, and urllib sends ``Connection: close``, so the
+    # answer only arrives if the server reads the rest first (``guards.DrainBeforeRefusing``)
+    "body too large": (json.dumps({"image": "A" * 30_000_000}).encode(), 413, "over the 4 MB limit"),
 }
 
 

@@ -56,6 +56,15 @@ def test_a_request_from_another_sites_page_is_refused_and_one_from_the_servers_o
     assert post(f"{server.url}/predict", body, content_type, headers=rebound)[0] == 200
 
 
+def test_a_refused_request_with_a_large_body_gets_its_answer_not_a_reset_connection(server):
+    """A 3 MB body (under the limit) from another site's page is refused before it is read; the client (urllib
+    sends ``Connection: close``) still reads the 403, as the server reads the rest of the body first."""
+    body = json.dumps({"image": "A" * 3_000_000}).encode()
+    for _ in range(3):
+        status, answer = post(f"{server.url}/predict", body, headers={"Origin": "http://evil.example"})
+        assert status == 403 and answer["detail"].startswith("cross-origin request refused")
+
+
 def test_docs_are_off_by_default(server):
     assert get(f"{server.url}/docs")[0] == 404
     assert get(f"{server.url}/openapi.json")[0] == 404

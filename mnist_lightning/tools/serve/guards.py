@@ -11,6 +11,12 @@ that send their request too slowly, and (``--api_key``) requests without the key
   connection, and its part of the server, for as long as it likes.
 - :func:`header_deadline_protocol`: the same for the headers, from the request's first byte (or from the
   connection's start), for uvicorn's ``httptools`` protocol, which has no header timeout either.
+- :class:`DrainBeforeRefusing`: a refusal sent before the request's body has all arrived (413 for a body over
+  the limit, 401, 403) waits until the rest of the body is read and thrown away, up to
+  ``DRAIN_LIMIT_BYTES`` and ``DRAIN_LIMIT_SECONDS``. uvicorn stops reading a body nobody asks for, and a
+  connection closed with unread bytes is reset by the kernel (a TCP RST), so a client that sent
+  ``Connection: close`` (Python's urllib) would see "connection reset" instead of the answer (nginx calls
+  this "lingering close").
 - :class:`ApiKeyCheck`: the ``X-API-Key`` header of ``POST /predict`` must be the key. LitServe's own check
   (its ``LIT_SERVER_API_KEY`` variable) compares the key with ``!=`` and is read when LitServe is imported;
   this one is given the key and compares in constant time.
@@ -19,6 +25,7 @@ that send their request too slowly, and (``--api_key``) requests without the key
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -28,6 +35,8 @@ from fastapi.responses import JSONResponse
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+DRAIN_LIMIT_BYTES = 64_000_000
+DRAIN_LIMIT_SECONDS = 5.0
 
 
 def same_origin(origin: str, host: str) -> bool:
@@ -92,6 +101,48 @@ class BodyDeadline:
                 ) from None
 
         await self.app(scope, receive_in_time, send)
+
+
+class DrainBeforeRefusing:
+    """ASGI middleware: an answer started before the request's body was all read waits until the rest has
+    been read and thrown away (see the module), except a 408, whose client is too slow to wait for."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_read = False
+
+        async def receive_noting_the_end() -> dict:
+            nonlocal body_read
+            message = await receive()
+            body_read = body_read or not message.get("more_body", False)
+            return message
+
+        async def send_after_the_body(message: dict) -> None:
+            nonlocal body_read
+            if message["type"] == "http.response.start" and not body_read and message["status"] != 408:
+                body_read = True
+                await drain(receive)
+            await send(message)
+
+        await self.app(scope, receive_noting_the_end, send_after_the_body)
+
+
+async def drain(receive: Any) -> None:
+    """Read and drop what is left of a request's body, up to ``DRAIN_LIMIT_BYTES`` and
+    ``DRAIN_LIMIT_SECONDS`` (past them the connection is closed with the rest unread)."""
+    loop = asyncio.get_running_loop()
+    deadline, dropped = loop.time() + DRAIN_LIMIT_SECONDS, 0
+    with contextlib.suppress(TimeoutError):
+        while dropped <= DRAIN_LIMIT_BYTES:
+            message = await asyncio.wait_for(receive(), deadline - loop.time())
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
 
 def header_deadline_protocol(seconds: float) -> type:

@@ -45,6 +45,7 @@ from mnist_lightning.cli.console import CommandParser
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.serve.guards import (
     BodyDeadline,
+    DrainBeforeRefusing,
     SameOriginOnly,
     header_deadline_protocol,
 )
@@ -123,6 +124,7 @@ def build_server(
     server.app.add_middleware(JsonBody)
     server.app.add_middleware(BodyDeadline, seconds=read_timeout)
     server.app.add_middleware(SameOriginOnly)  # a refused request costs nothing more
+    server.app.add_middleware(DrainBeforeRefusing)
     paths = frozenset(getattr(route, "path", "") for route in server.app.router.routes)
     server.app.add_middleware(RequestMetrics, paths=paths)  # the outermost: it counts every answer
     server.app.add_exception_handler(RequestValidationError, validation_error_response)
