@@ -18,8 +18,16 @@ import yaml
 
 from mnist_lightning import compat
 from mnist_lightning.tools.sweep.report import PLOTS
-from mnist_lightning.tools.sweep.spec import load_sweep_file
-from mnist_lightning.tools.sweep.storage import HEARTBEAT, HOST, PID, RetryTrial, retried_from
+from mnist_lightning.tools.sweep.spec import SweepSpec, load_sweep_file
+from mnist_lightning.tools.sweep.storage import (
+    HEARTBEAT,
+    HOST,
+    PID,
+    RetryTrial,
+    fail_dead_trials,
+    host_id,
+    retried_from,
+)
 
 from helpers.commands import REPO, subprocess_env
 from helpers.sweeps import run_sweep, sweep_args, write_sweep
@@ -265,6 +273,18 @@ def test_a_failed_trial_is_queued_again_retry_failed_times_without_its_process_m
     assert capsys.readouterr().out == "Trial 1 was left running by a process that is gone: marked failed.\n"
     RetryTrial(0)(study, study.trials[0])  # retry_failed: 0 queues nothing, and says nothing without a why
     assert len(study.trials) == 2 and capsys.readouterr().out == ""
+
+
+def test_a_trial_read_while_its_process_writes_its_marks_is_left_running():
+    """Two processes share a study: one claims a trial mark by mark while the other looks for dead trials."""
+    study = optuna.create_study()
+    claimed, dead = study.ask(), study.ask()
+    storage = compat.storage_of(study)
+    storage.set_trial_system_attr(compat.trial_id_of(claimed), HOST, host_id())  # its pid not written yet
+    for key, value in {HOST: host_id(), PID: 2**22 + 1}.items():  # above Linux's largest pid: no process
+        storage.set_trial_system_attr(compat.trial_id_of(dead), key, value)
+    fail_dead_trials(study, SweepSpec(path=Path("sweep.yaml"), params=[]))
+    assert [trial.state.name for trial in study.trials] == ["RUNNING", "FAIL"]
 
 
 @pytest.mark.parametrize(

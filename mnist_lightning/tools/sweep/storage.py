@@ -95,7 +95,8 @@ def has_own_heartbeat(study) -> bool:
 
 def claim(trial, heartbeat: int) -> contextlib.AbstractContextManager:
     """Mark ``trial`` as this process's; returns what keeps its heartbeat while it runs: the sweep's
-    :class:`Heartbeat` on a journal, nothing on an SQL database (``study.optimize`` runs Optuna's)."""
+    :class:`Heartbeat` on a journal, nothing on an SQL database (``study.optimize`` runs Optuna's). The marks
+    are written one by one, so another process may read a trial with only some of them (:func:`why_dead`)."""
     storage, trial_id, pid = compat.storage_of(trial.study), compat.trial_id_of(trial), os.getpid()
     own_heartbeat = has_own_heartbeat(trial.study)
     marks = {HOST: host_id(), PID: pid, PID_START: process_start(pid)}
@@ -112,7 +113,7 @@ def why_dead(trial, grace: int, own_heartbeat: bool, now: float) -> str | None:
     seconds (Optuna's heartbeat judges the others). Live processes never fail each other's trials."""
     attrs = trial.system_attrs
     gone = "was left running by a process that is gone"
-    if HOST not in attrs:  # asked for but not yet claimed (or its process died right then)
+    if HOST not in attrs or PID not in attrs:  # not yet (wholly) claimed, or its process died right then
         started = trial.datetime_start.timestamp() if trial.datetime_start else now
         return gone if now - started > grace else None
     if attrs[HOST] == host_id():
