@@ -9,7 +9,7 @@ runs on onnxruntime, NumPy and Pillow, and none of its processes imports them.""
 import gc
 import json
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -38,48 +38,47 @@ class ModelSource:
         str, ...
     ] = ()  # --trust: modules of the user's whose classes a checkpoint may name
 
-    def load_predictor(self, threads: int | None = None) -> Predictor:
-        """float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C), computed with ``threads``
-        intra-op threads (the runtime's default, one per core, when None). One thread suits the small
-        batches of a server: more spin or wait for work, on cores the HTTP processes need."""
+    def load(self, threads: int | None = None) -> tuple[Predictor, list[str]]:
+        """The model, loaded once: float32 images (N, 1, 28, 28) in [0, 1] -> class probabilities (N, C),
+        computed with ``threads`` intra-op threads (the runtime's default, one per core, when None; one suits
+        the small batches of a server: more spin or wait for work, on cores the HTTP processes need), and its
+        class names. A file that does not load raises what its loader raises."""
         if self.exported:
-            return load_exported(self.path, threads)[0]
+            predict, metadata = load_exported(self.path, threads)
+            if "classes" not in metadata:
+                raise UserError(
+                    f"--model '{self.path}' has no class names in its metadata; write it with 'export'."
+                )
+            return predict, json.loads(metadata["classes"])
         import torch
 
         from mnist_lightning.tools.export import load_probability_model
 
         if threads is not None:
             torch.set_num_threads(threads)
-        model, _ = load_probability_model(self.path, self.trusted_modules)
+        model, spec = load_probability_model(self.path, self.trusted_modules)
 
         def predict(images: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 return model(torch.from_numpy(images)).numpy()
 
-        return predict
+        return predict, list(spec.classes)
 
     def class_names(self) -> list[str]:
         """The class names; loading the model for them reports a bad file as a UserError before any server
         process starts."""
         if not self.exported:
-            from mnist_lightning.tools.export import load_probability_model
-
-            return list(load_probability_model(self.path, self.trusted_modules)[1].classes)
+            return self.load()[1]
         if not Path(self.path).is_file():
             raise UserError(f"--model '{self.path}' does not exist; write one with 'export'.")
         try:
             with reading_exported():
-                metadata = load_exported(self.path)[1]
+                return self.load()[1]
         except UserError:
             raise
         except Exception as err:  # onnxruntime and torch.export raise their own types for a bad file
             reason = " ".join(f"{type(err).__name__}: {err}".split())
             raise UserError(f"--model '{self.path}' cannot be loaded ({reason}).") from None
-        if "classes" not in metadata:
-            raise UserError(
-                f"--model '{self.path}' has no class names in its metadata; write it with 'export'."
-            )
-        return json.loads(metadata["classes"])
 
 
 class PrefetchedQueue:
@@ -157,12 +156,9 @@ class DigitClassifierAPI(ls.LitAPI):
         signal.signal(signal.SIGHUP, lambda signum, frame: self.model.reload() if self.folder else None)
         freeze_imported_objects()
 
-    def load(self, path: str) -> tuple[Any, list[str]]:
+    def load(self, path: str) -> tuple[Predictor, list[str]]:
         """The model of ``path`` (the source's, or a file of the folder) and its class names."""
-        if not self.source.exported:  # a checkpoint (--ckpt_path): there is no folder to watch
-            return self.source.load_predictor(self.threads), self.classes
-        source = ModelSource(path, exported=True, trusted_modules=self.source.trusted_modules)
-        return source.load_predictor(self.threads), source.class_names()
+        return replace(self.source, path=path).load(self.threads)
 
     def decode_request(self, request: DigitRequest) -> np.ndarray:
         """``request``: the 784 bytes of a prepared digit. The annotation is the body LitServe's route would
