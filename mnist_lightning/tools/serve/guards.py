@@ -123,9 +123,7 @@ class DrainBeforeRefusing:
             return message
 
         async def send_after_the_body(message: dict) -> None:
-            nonlocal body_read
             if message["type"] == "http.response.start" and not body_read and message["status"] != 408:
-                body_read = True
                 await drain(receive)
             await send(message)
 
