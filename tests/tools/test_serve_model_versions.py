@@ -263,15 +263,21 @@ def expected_by_version(models: list[Path], pictures) -> dict[str, np.ndarray]:
     return {version_of(path): load_exported(path)[0](images) for path in models}
 
 
-@pytest.mark.slow  # whole processes
-def test_models_swap_under_concurrent_requests_without_a_failure(tmp_path, two_models):
+def serve_folder(tmp_path: Path, first: Path, *options: str):
+    """``serve --model_dir`` (and ``options``) of a new folder holding ``first`` as ``old.onnx``: the folder
+    and the server."""
     from helpers.serving import ServerProcess
 
-    old, new = two_models
     folder = tmp_path / "models"
     folder.mkdir()
-    drop(old, folder, "old.onnx")
-    served = ServerProcess("--model_dir", folder, cwd=tmp_path)
+    drop(first, folder, "old.onnx")
+    return folder, ServerProcess("--model_dir", folder, *options, cwd=tmp_path)
+
+
+@pytest.mark.slow  # whole processes
+def test_models_swap_under_concurrent_requests_without_a_failure(tmp_path, two_models):
+    old, new = two_models
+    folder, served = serve_folder(tmp_path, old)
     old_version, new_version = version_of(old), version_of(new)
     load = Load(served.url)
     try:
@@ -304,13 +310,10 @@ def test_models_swap_under_concurrent_requests_without_a_failure(tmp_path, two_m
 
 @pytest.mark.slow  # whole processes
 def test_sighup_loads_the_new_file_and_stops_no_process(tmp_path, two_models):
-    from helpers.serving import ServerProcess, digit_pictures, encoded, predict, process_group
+    from helpers.serving import digit_pictures, encoded, predict, process_group
 
     old, new = two_models
-    folder = tmp_path / "models"
-    folder.mkdir()
-    drop(old, folder, "old.onnx")
-    served = ServerProcess("--model_dir", folder, "--model_poll", "0", cwd=tmp_path)  # no polling
+    folder, served = serve_folder(tmp_path, old, "--model_poll", "0")  # no polling
     pictures, digits = digit_pictures(4, seed=29)
     try:
         assert predict(served.url, encoded(pictures[0]))[1]["model_version"] == version_of(old)
