@@ -96,6 +96,11 @@ SIGTERM_NOTICE = _DropRecordsMentioning("Received SIGTERM")
 # torch.export.load of a file that is not a .pt2 archive: torch logs the traceback of its first attempt, then
 # fails again; the caller reports that failure as one error
 PT2_READER_FAILURE = _DropRecords("Ran into the following error when deserializing")
+# LitServe's shutdown warns of each of its HTTP processes that has already ended ("LitServer-1 (PID: 123):
+# Already not alive."). After a terminal's Ctrl-C, which reaches every process of the server, they have: each
+# stopped itself, as it should. After a SIGTERM to the server's process they are alive, unless one crashed,
+# which printed its own traceback then
+HTTP_PROCESS_ENDED = _DropRecordsMentioning(": Already not alive.")
 # the learning-rate finder's checkpoint of the initial weights, its own and deleted at once: the full state
 # is meant, so the notice that weights_only defaults to False does not apply
 FINDER_CHECKPOINT = _DropRecords("`weights_only` was not set, defaulting to `False`.")
@@ -158,6 +163,17 @@ def reading_exported() -> Iterator[None]:
         yield
     finally:
         logger.removeFilter(PT2_READER_FAILURE)
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[None]:
+    """While ``serve`` runs: LitServe's warning of an HTTP process that ended by itself left out."""
+    logger = logging.getLogger("litserve.server")
+    logger.addFilter(HTTP_PROCESS_ENDED)
+    try:
+        yield
+    finally:
+        logger.removeFilter(HTTP_PROCESS_ENDED)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ import base64
 import gc
 import io
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ import torch
 from PIL import Image
 
 from mnist_lightning.cli.main import main
+from mnist_lightning.cli.quiet import serving
 from mnist_lightning.data.digits import prepare_digit
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.export import export, load_probability_model
@@ -195,6 +197,28 @@ def test_the_modules_an_onnx_server_runs_import_neither_torch_nor_lightning():
     assert result.stdout.splitlines()[-1] == "[]"
 
 
+def test_litserves_warning_of_an_http_process_that_ended_by_itself_is_left_out_while_serving():
+    """A terminal's Ctrl-C reaches every process of the server, and each HTTP process stops by itself;
+    LitServe's shutdown then warns of each it finds ended ("Already not alive"), which is not news. Its other
+    warnings show, and the filter ends with the server."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("litserve.server")
+    logger.addHandler(handler)
+    try:
+        with serving():
+            logger.warning("LitServer-1 (PID: 123): Already not alive.")
+            logger.warning("LitServer-0 (PID: 122): Did not terminate gracefully. Forcibly killing.")
+        logger.warning("LitServer-1 (PID: 123): Already not alive.")
+    finally:
+        logger.removeHandler(handler)
+    assert [record.getMessage() for record in records] == [
+        "LitServer-0 (PID: 122): Did not terminate gracefully. Forcibly killing.",
+        "LitServer-1 (PID: 123): Already not alive.",
+    ]
+
+
 @pytest.mark.slow  # whole processes
 def test_an_exported_onnx_file_is_served_without_torch_and_ctrl_c_stops_the_server(
     tmp_path, digit_data, digit_checkpoint
@@ -222,7 +246,8 @@ def test_an_exported_onnx_file_is_served_without_torch_and_ctrl_c_stops_the_serv
     finally:
         status = served.stop(signal.SIGINT)
     assert status == 0, served.stderr()[-3000:]
-    assert "Traceback" not in served.stderr(), served.stderr()[-3000:]
+    # quiet: the HTTP processes got the Ctrl-C too, and LitServe need not warn that they ended before it
+    assert "Traceback" not in served.stderr() and "WARNING" not in served.stderr(), served.stderr()[-3000:]
 
 
 @pytest.mark.slow  # whole processes

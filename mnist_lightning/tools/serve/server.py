@@ -42,6 +42,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from mnist_lightning import compat
 from mnist_lightning.checkpointing.trusted_classes import add_trust_option
 from mnist_lightning.cli.console import CommandParser
+from mnist_lightning.cli.quiet import serving
 from mnist_lightning.errors import UserError
 from mnist_lightning.tools.serve.guards import (
     BodyDeadline,
@@ -372,7 +373,7 @@ def main(args: list[str]) -> None:
     where = f"[{options.host}]" if ":" in options.host else options.host
     served = f"{model_source.path} (the newest model in {options.model_dir})" if folder else model_source.path
     print(f"Serving {served} at http://{where}:{options.port}/ (Ctrl-C stops it)", flush=True)
-    with listening, metrics_folder():
+    with listening, metrics_folder(), serving():
         server.run(
             host="127.0.0.1",  # what LitServer.run checks; uvicorn listens on the socket bound above
             port=options.port,
